@@ -1,0 +1,165 @@
+"""params.yaml, loaded once into validated, frozen config objects.
+
+An unknown key or a bad value fails with a message that names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    root: str = "data"  # folder with the recordings, relative to the working directory
+    manifest: str | None = "manifest.csv"  # CSV under root; null = discover root/<label>/*.wav
+    path_column: str = "path"
+    label_column: str = "label"
+    group_column: str | None = None  # recordings that share a group never straddle splits
+    fold_column: str | None = None  # predefined split (train/val/test) for split.strategy=predefined
+
+
+class ValidateConfig(_Section):
+    min_duration_s: float = Field(0.05, gt=0)  # shorter recordings hold no usable window
+    max_duration_s: float = Field(3600.0, gt=0)  # longer ones are usually a wrong file
+    sample_rates: list[int] = []  # allowed native rates in Hz; empty = any (we resample)
+    max_channels: int = Field(8, ge=1)
+    silence_dbfs: float = -60.0  # RMS below this (dB re full scale) counts as silent
+    max_clipped_fraction: float = Field(0.01, ge=0, le=1)  # samples at |x| >= 0.999
+    min_per_class: int = Field(5, ge=1)  # fewer recordings cannot be split and evaluated
+    labels: list[str] = []  # allowed labels; empty = whatever the manifest names
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ValidateConfig:
+        if self.min_duration_s >= self.max_duration_s:
+            raise ValueError("validate.min_duration_s must be below validate.max_duration_s")
+        return self
+
+
+class FeaturesConfig(_Section):
+    sample_rate: int | Literal["auto"] = "auto"  # Hz; auto = the most common native rate
+    window_s: float = Field(3.0, gt=0)  # clip length the model sees; short files are padded
+    window_hop_s: float | None = None  # hop between windows of long files; null = window_s / 2
+    win_ms: float = Field(25.0, gt=0)  # STFT window length
+    hop_ms: float = Field(10.0, gt=0)  # STFT hop: 100 frames per second
+    n_mels: int = Field(64, ge=8)
+    n_fft: int | None = None  # null = next power of two >= max(window, 8 * n_mels)
+    f_min: float = Field(0.0, ge=0)  # Hz
+    f_max: float | None = None  # Hz; null = Nyquist
+    batch_size: int = Field(64, ge=1)  # windows per featurize batch
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> FeaturesConfig:
+        if self.window_hop_s is not None and self.window_hop_s <= 0:
+            raise ValueError("features.window_hop_s must be positive")
+        if self.f_max is not None and self.f_max <= self.f_min:
+            raise ValueError("features.f_max must be above features.f_min")
+        if self.win_ms < self.hop_ms:
+            raise ValueError("features.win_ms must be at least features.hop_ms")
+        return self
+
+
+class SplitConfig(_Section):
+    strategy: Literal["stratified", "predefined"] = "stratified"
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    seed: int = 42
+
+
+class ModelConfig(_Section):
+    name: str = "cnn"
+    channels: list[int] = [16, 32, 64]  # conv widths, one block each (each block halves F and T)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0)  # peak learning rate after warm-up
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    grad_clip: float = Field(5.0, gt=0)  # max global L2 norm of the gradients
+    patience: int = Field(8, ge=1)  # epochs without a better val metric before stopping
+    monitor: Literal["macro_f1", "accuracy", "balanced_accuracy", "loss"] = "macro_f1"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # mixed precision, CUDA only
+    freq_mask: int = Field(8, ge=0)  # SpecAugment: widest masked band in mel bins; 0 = off
+    time_mask: int = Field(20, ge=0)  # SpecAugment: longest masked span in frames; 0 = off
+    label_smoothing: float = Field(0.05, ge=0, lt=1)
+
+
+class EvaluateConfig(_Section):
+    min_macro_f1: float = Field(0.0, ge=0, le=1)  # quality gate on the test split
+
+
+class ExportConfig(_Section):
+    opset: int = Field(18, ge=17)
+    atol: float = Field(1e-4, gt=0)  # ONNX Runtime vs PyTorch, on held-out audio
+
+
+class Params(_Section):
+    data: DataConfig = DataConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    features: FeaturesConfig = FeaturesConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of the named sections (all of them when none are named)."""
+        d = self.to_dict()
+        picked = {k: d[k] for k in (sections or tuple(d))}
+        blob = json.dumps(picked, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class ParamsError(ValueError):
+    pass
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read params.yaml (a missing file means all defaults) and validate it."""
+    p = Path(path)
+    raw: dict[str, Any] = {}
+    if p.exists():
+        raw = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ParamsError(f"{p}: expected a mapping of sections, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        raw.setdefault(section, {})[key] = value
+    return params_from_dict(raw, source=str(p))
+
+
+def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"]).replace("validate_", "validate")
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"  {loc}: {msg}")
+        raise ParamsError(f"{source}: invalid parameters\n" + "\n".join(lines)) from None
+
+
+def resolve_n_fft(win_length: int, n_mels: int) -> int:
+    return 1 << math.ceil(math.log2(max(win_length, 8 * n_mels)))

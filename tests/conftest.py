@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny, seeded, generated audio written to tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"
+
+
+def tone(freq: float, seconds: float, sr: int, amp: float = 0.3, seed: int = 0) -> np.ndarray:
+    """A sine plus a little seeded noise, float32."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def write_wav(path: Path, data: np.ndarray, sr: int, subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data, sr, subtype=subtype)
+    return path
+
+
+@pytest.fixture
+def tone_dataset(tmp_path: Path) -> Path:
+    """Three classes of tones (low/mid/high), 6 speakers x 2 files each, with a manifest."""
+    root = tmp_path / "tones"
+    rows = ["path,label,speaker"]
+    freqs = {"low": 300.0, "mid": 900.0, "high": 1800.0}
+    for ci, (label, f) in enumerate(freqs.items()):
+        for spk in range(6):
+            for k in range(2):
+                seed = ci * 100 + spk * 10 + k
+                rel = f"{label}/s{spk}_{k}.wav"
+                write_wav(root / rel, tone(f * (1 + 0.02 * spk), 0.5 + 0.1 * k, 8000, seed=seed), 8000)
+                rows.append(f"{rel},{label},s{spk}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _single_thread(monkeypatch):
+    # Two cores are shared by the whole suite; keep tests from oversubscribing them.
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
