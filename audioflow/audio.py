@@ -1,0 +1,116 @@
+"""The one decoding seam: soundfile decode, mono mix, soxr resample, fixed-length windows.
+
+Imports no torch, so the ONNX Runtime deployment path can use it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+
+class AudioError(ValueError):
+    """A recording that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts of a recording, read without decoding the samples."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def info(path: str | Path) -> AudioInfo:
+    """Read the header; raise AudioError for a missing, empty or undecodable file."""
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(p, "file not found")
+    if p.stat().st_size == 0:
+        raise AudioError(p, "empty file (0 bytes)")
+    try:
+        i = sf.info(str(p))
+    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        raise AudioError(p, f"unreadable or unsupported format ({_short(exc)})") from exc
+    return AudioInfo(int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype)
+
+
+def read(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode to float32 of shape [frames, channels] in [-1, 1] and the native rate."""
+    p = Path(path)
+    info(p)  # uniform errors for missing, empty and unreadable files
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(p, f"unreadable or unsupported format ({_short(exc)})") from exc
+    if data.shape[0] == 0:
+        raise AudioError(p, "no samples (0 frames)")
+    if not np.isfinite(data).all():
+        raise AudioError(p, "non-finite samples (NaN or Inf)")
+    return data, int(sr)
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+    """Average the channels of [frames, channels] (or pass [frames] through)."""
+    return data if data.ndim == 1 else data.mean(axis=1, dtype=np.float32)
+
+
+def resample(signal: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample a mono float32 signal with soxr (high quality); a no-op at equal rates."""
+    if orig_sr == target_sr:
+        return np.ascontiguousarray(signal, dtype=np.float32)
+    out = soxr.resample(signal.astype(np.float32, copy=False), orig_sr, target_sr, quality="HQ")
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def load(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Decode, mix to mono and resample: float32 [samples] at ``sample_rate``."""
+    data, sr = read(path)
+    return resample(to_mono(data), sr, sample_rate)
+
+
+def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
+    """Start offsets that cover a signal with windows of ``window`` samples every ``hop``.
+
+    A signal no longer than one window gives one window (padded later). A longer one gives
+    windows every ``hop`` samples plus a last one aligned to its end, so no tail is dropped.
+    """
+    if window <= 0 or hop <= 0:
+        raise ValueError(f"window ({window}) and hop ({hop}) must be positive")
+    if n_samples <= window:
+        return [0]
+    starts = list(range(0, n_samples - window + 1, hop))
+    if starts[-1] != n_samples - window:
+        starts.append(n_samples - window)
+    return starts
+
+
+def frame_windows(signal: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """Cut a mono signal into [n_windows, window] float32; zero-pad one that is too short."""
+    starts = window_starts(len(signal), window, hop)
+    out = np.zeros((len(starts), window), dtype=np.float32)
+    for i, s in enumerate(starts):
+        piece = signal[s : s + window]
+        out[i, : len(piece)] = piece
+    return out
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]

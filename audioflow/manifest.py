@@ -1,0 +1,170 @@
+"""Find recordings and their labels, groups and folds; fingerprint their content.
+
+A dataset is either a manifest CSV (``path,label`` plus optional group and fold columns,
+paths relative to the data root) or, when there is none, class folders ``root/<label>/*``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from audioflow.config import DataConfig
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
+
+# Columns of the table that every later stage reads.
+FILE_COLUMNS = ["path", "label", "group", "fold", "sha256", "bytes"]
+
+
+class ManifestError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The ingested file table plus its content fingerprint."""
+
+    root: Path
+    files: pd.DataFrame  # FILE_COLUMNS; path relative to root, POSIX separators
+    fingerprint: str
+
+    def abspath(self, rel: str) -> Path:
+        return self.root / rel
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted(self.files["label"].unique().tolist())
+
+    def save(self, out_dir: str | Path) -> None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.files.to_csv(out / "files.csv", index=False)
+        summary = {
+            "root": str(self.root),
+            "fingerprint": self.fingerprint,
+            "n_files": int(len(self.files)),
+            "labels": self.labels,
+            "per_label": {k: int(v) for k, v in self.files["label"].value_counts().sort_index().items()},
+            "n_groups": int(self.files["group"].nunique()),
+        }
+        (out / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, in_dir: str | Path) -> Dataset:
+        d = Path(in_dir)
+        meta = json.loads((d / "dataset.json").read_text())
+        files = pd.read_csv(d / "files.csv", dtype=str, keep_default_na=False)
+        files["bytes"] = files["bytes"].astype(int)
+        return cls(Path(meta["root"]), files, meta["fingerprint"])
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(files: pd.DataFrame) -> str:
+    """Hash of every (path, label, group, fold, content hash): any change to the data changes it."""
+    h = hashlib.sha256()
+    for row in files.sort_values("path")[["path", "label", "group", "fold", "sha256"]].itertuples(
+        index=False
+    ):
+        h.update("\x1f".join(map(str, row)).encode())
+        h.update(b"\x1e")
+    return h.hexdigest()
+
+
+def read_manifest(cfg: DataConfig) -> pd.DataFrame:
+    """Rows of (path, label, group, fold) from the manifest, or from class folders."""
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise ManifestError(f"data root {root} does not exist or is not a folder")
+    manifest = root / cfg.manifest if cfg.manifest else None
+    if manifest is not None and manifest.exists():
+        return _from_csv(manifest, cfg)
+    if manifest is not None and cfg.manifest != "manifest.csv":
+        # A manifest the user named explicitly must exist; the default name may be absent.
+        raise ManifestError(f"manifest {manifest} not found")
+    return _from_folders(root)
+
+
+def _from_csv(manifest: Path, cfg: DataConfig) -> pd.DataFrame:
+    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    wanted = {"path_column": cfg.path_column, "label_column": cfg.label_column}
+    if cfg.group_column:
+        wanted["group_column"] = cfg.group_column
+    if cfg.fold_column:
+        wanted["fold_column"] = cfg.fold_column
+    missing = [f"data.{k}={v!r}" for k, v in wanted.items() if v not in df.columns]
+    if missing:
+        raise ManifestError(
+            f"{manifest}: column(s) not found: {', '.join(missing)}; it has {list(df.columns)}"
+        )
+    out = pd.DataFrame(
+        {
+            "path": df[cfg.path_column].str.strip().str.replace("\\", "/", regex=False),
+            "label": df[cfg.label_column].str.strip(),
+            "group": df[cfg.group_column].str.strip() if cfg.group_column else "",
+            "fold": df[cfg.fold_column].str.strip().str.lower() if cfg.fold_column else "",
+        }
+    )
+    problems = []
+    for i, row in out.iterrows():
+        line = i + 2  # header is line 1
+        if not row["path"]:
+            problems.append(f"{manifest}:{line}: empty path")
+        elif not row["label"]:
+            problems.append(f"{manifest}:{line}: {row['path']}: empty label")
+    dup = out["path"][out["path"].duplicated()].unique().tolist()
+    problems += [f"{manifest}: {p}: listed more than once" for p in dup]
+    if problems:
+        raise ManifestError("manifest problems:\n" + "\n".join(problems))
+    if out.empty:
+        raise ManifestError(f"{manifest}: no recordings listed")
+    return out
+
+
+def _from_folders(root: Path) -> pd.DataFrame:
+    rows = []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in sorted(label_dir.rglob("*")):
+            if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES:
+                rows.append({"path": f.relative_to(root).as_posix(), "label": label_dir.name})
+    if not rows:
+        raise ManifestError(
+            f"{root}: no manifest.csv and no class folders with audio "
+            f"({', '.join(AUDIO_SUFFIXES)}) — expected {root}/<label>/<file>"
+        )
+    df = pd.DataFrame(rows)
+    df["group"] = ""
+    df["fold"] = ""
+    return df
+
+
+def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
+    """Read the manifest (or folders) and hash every file's content."""
+    from tqdm import tqdm
+
+    root = Path(cfg.root).resolve()
+    df = read_manifest(cfg)
+    missing = [p for p in df["path"] if not (root / p).is_file()]
+    if missing:
+        shown = "\n".join(f"{root / p}: file not found" for p in missing[:50])
+        more = f"\n... and {len(missing) - 50} more" if len(missing) > 50 else ""
+        raise ManifestError(f"{len(missing)} recording(s) listed but missing:\n{shown}{more}")
+    hashes, sizes = [], []
+    for p in tqdm(df["path"], desc="ingest: hashing", unit="file", disable=not progress, leave=False):
+        f = root / p
+        hashes.append(sha256_file(f))
+        sizes.append(f.stat().st_size)
+    df = df.assign(sha256=hashes, bytes=sizes)[FILE_COLUMNS]
+    df = df.sort_values("path", kind="stable").reset_index(drop=True)
+    return Dataset(root, df, fingerprint(df))

@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from audioflow.config import DataConfig
+from audioflow.manifest import Dataset, ManifestError, ingest
+from tests.conftest import tone, write_wav
+
+
+def test_manifest_with_groups(tone_dataset: Path, tmp_path: Path):
+    ds = ingest(DataConfig(root=str(tone_dataset), group_column="speaker"), progress=False)
+    assert len(ds.files) == 36 and ds.labels == ["high", "low", "mid"]
+    assert set(ds.files["group"]) == {f"s{i}" for i in range(6)}
+    assert ds.files["sha256"].str.len().eq(64).all()
+    ds.save(tmp_path / "out")
+    again = Dataset.load(tmp_path / "out")
+    assert again.fingerprint == ds.fingerprint
+    assert again.files.equals(ds.files)
+
+
+def test_fingerprint_tracks_content_only(tone_dataset: Path):
+    cfg = DataConfig(root=str(tone_dataset), group_column="speaker")
+    a = ingest(cfg, progress=False).fingerprint
+    assert ingest(cfg, progress=False).fingerprint == a  # deterministic
+    (tone_dataset / "low/s0_0.wav").touch()  # mtime only: no change
+    assert ingest(cfg, progress=False).fingerprint == a
+    write_wav(tone_dataset / "low/s0_0.wav", tone(310, 0.5, 8000, seed=99), 8000)
+    assert ingest(cfg, progress=False).fingerprint != a
+
+
+def test_class_folders_without_manifest(tmp_path: Path):
+    for label in ("dog", "cat"):
+        for k in range(2):
+            write_wav(tmp_path / label / f"{k}.wav", tone(200 + k, 0.1, 8000), 8000)
+    (tmp_path / "notes.txt").write_text("ignored")
+    ds = ingest(DataConfig(root=str(tmp_path)), progress=False)
+    assert sorted(ds.files["path"]) == ["cat/0.wav", "cat/1.wav", "dog/0.wav", "dog/1.wav"]
+    assert set(ds.files["group"]) == {""}
+
+
+def test_missing_column_named(tone_dataset: Path):
+    with pytest.raises(ManifestError, match="data.group_column='patient'"):
+        ingest(DataConfig(root=str(tone_dataset), group_column="patient"), progress=False)
+
+
+def test_missing_files_listed(tone_dataset: Path):
+    (tone_dataset / "low/s1_0.wav").unlink()
+    (tone_dataset / "mid/s2_1.wav").unlink()
+    with pytest.raises(ManifestError) as e:
+        ingest(DataConfig(root=str(tone_dataset)), progress=False)
+    assert "low/s1_0.wav: file not found" in str(e.value) and "mid/s2_1.wav" in str(e.value)
+
+
+def test_bad_rows_reported_together(tmp_path: Path):
+    (tmp_path / "manifest.csv").write_text("path,label\na.wav,\n,x\nb.wav,y\nb.wav,y\n")
+    with pytest.raises(ManifestError) as e:
+        ingest(DataConfig(root=str(tmp_path)), progress=False)
+    msg = str(e.value)
+    assert "a.wav: empty label" in msg and ":3: empty path" in msg and "b.wav: listed more than once" in msg
+
+
+def test_empty_root(tmp_path: Path):
+    with pytest.raises(ManifestError, match="no manifest.csv and no class folders"):
+        ingest(DataConfig(root=str(tmp_path)), progress=False)
+    with pytest.raises(ManifestError, match="does not exist"):
+        ingest(DataConfig(root=str(tmp_path / "nope")), progress=False)
