@@ -1,0 +1,262 @@
+"""Log-mel features: the ``LogMel`` front-end and featurizing a dataset to a .npy memmap.
+
+The same ``LogMel`` module runs in training and inside the exported ONNX graph, so serving
+features cannot drift from training features.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchaudio
+from torch import nn
+
+from audioflow import audio
+from audioflow.config import FeaturesConfig, resolve_n_fft
+from audioflow.manifest import Dataset
+
+LOG_FLOOR = 1e-6  # power floor before the log: -60 dB, well below any real recording's noise
+
+
+class LogMel(nn.Module):
+    """Waveform [batch, samples] -> log-mel power [batch, n_mels, frames] in dB.
+
+    Frames = samples // hop_length + 1 (centred STFT). Each item is independent of the others
+    in the batch (fixed floor, no per-batch max), which keeps ONNX and PyTorch outputs equal.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_fft: int = 512,
+        win_length: int = 400,
+        hop_length: int = 160,
+        n_mels: int = 64,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+    ):
+        super().__init__()
+        if win_length > n_fft:
+            raise ValueError(f"win_length ({win_length}) must not exceed n_fft ({n_fft})")
+        if f_max is not None and f_max > sample_rate / 2:
+            raise ValueError(f"f_max ({f_max} Hz) is above Nyquist ({sample_rate / 2} Hz)")
+        if n_mels > n_fft // 2 + 1:
+            raise ValueError(f"n_mels ({n_mels}) exceeds the {n_fft // 2 + 1} STFT bins of n_fft={n_fft}")
+        self.sample_rate = sample_rate
+        self.hop_length = hop_length
+        self.n_mels = n_mels
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            f_min=f_min,
+            f_max=f_max,
+            n_mels=n_mels,
+            power=2.0,
+            center=True,
+            pad_mode="constant",  # reflect padding fails on windows shorter than n_fft / 2
+        )
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """[batch, samples] float -> [batch, n_mels, samples // hop_length + 1]."""
+        spec = self.mel(waveform)
+        return 10.0 * torch.log10(torch.clamp(spec, min=LOG_FLOOR))
+
+    def n_frames(self, n_samples: int) -> int:
+        return n_samples // self.hop_length + 1
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything needed to rebuild the front-end and to cut windows; stored with the features."""
+
+    sample_rate: int
+    window_samples: int
+    window_hop_samples: int
+    n_fft: int
+    win_length: int
+    hop_length: int
+    n_mels: int
+    f_min: float
+    f_max: float | None
+
+    @classmethod
+    def resolve(cls, cfg: FeaturesConfig, sample_rate: int) -> FeatureSpec:
+        win_length = max(1, round(cfg.win_ms * sample_rate / 1000))
+        hop_length = max(1, round(cfg.hop_ms * sample_rate / 1000))
+        window = max(1, round(cfg.window_s * sample_rate))
+        hop_s = cfg.window_hop_s if cfg.window_hop_s is not None else cfg.window_s / 2
+        n_fft = cfg.n_fft or resolve_n_fft(win_length, cfg.n_mels)
+        if cfg.f_max is not None and cfg.f_max > sample_rate / 2:
+            raise ValueError(
+                f"features.f_max={cfg.f_max} Hz is above Nyquist for sample_rate={sample_rate} Hz"
+            )
+        return cls(
+            sample_rate=sample_rate,
+            window_samples=window,
+            window_hop_samples=max(1, round(hop_s * sample_rate)),
+            n_fft=n_fft,
+            win_length=min(win_length, n_fft),
+            hop_length=hop_length,
+            n_mels=cfg.n_mels,
+            f_min=cfg.f_min,
+            f_max=cfg.f_max,
+        )
+
+    def front_end(self) -> LogMel:
+        return LogMel(
+            sample_rate=self.sample_rate,
+            n_fft=self.n_fft,
+            win_length=self.win_length,
+            hop_length=self.hop_length,
+            n_mels=self.n_mels,
+            f_min=self.f_min,
+            f_max=self.f_max,
+        )
+
+    @property
+    def n_frames(self) -> int:
+        return self.window_samples // self.hop_length + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def resolve_sample_rate(cfg: FeaturesConfig, ds: Dataset) -> int:
+    """features.sample_rate, or with 'auto' the most common native rate of the recordings."""
+    if cfg.sample_rate != "auto":
+        return int(cfg.sample_rate)
+    rates = Counter(audio.info(ds.abspath(p)).sample_rate for p in ds.files["path"])
+    # Ties go to the higher rate: downsampling loses less than upsampling invents.
+    return max(rates.items(), key=lambda kv: (kv[1], kv[0]))[0]
+
+
+class _NpyWriter:
+    """Append float rows to a .npy file whose length is only known at the end."""
+
+    HEADER = 256  # bytes reserved for the .npy header, a multiple of 64 as numpy prefers
+
+    def __init__(self, path: Path, row_shape: tuple[int, ...], dtype: np.dtype):
+        self.path, self.row_shape, self.dtype, self.rows = path, row_shape, np.dtype(dtype), 0
+        self.f = open(path, "wb")
+        self.f.write(b"\0" * self.HEADER)
+
+    def append(self, block: np.ndarray) -> None:
+        assert block.shape[1:] == self.row_shape, (block.shape, self.row_shape)
+        self.f.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+        self.rows += block.shape[0]
+
+    def close(self) -> None:
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": (self.rows, *self.row_shape),
+        }
+        text = repr(header).encode("latin1")
+        pad = self.HEADER - 10 - len(text) - 1
+        if pad < 0:
+            raise ValueError("npy header does not fit")
+        self.f.seek(0)
+        self.f.write(b"\x93NUMPY\x01\x00" + (self.HEADER - 10).to_bytes(2, "little"))
+        self.f.write(text + b" " * pad + b"\n")
+        self.f.close()
+
+
+@dataclass
+class Features:
+    """Featurized windows: a memmapped [n_windows, n_mels, n_frames] array + an index table."""
+
+    dir: Path
+    spec: FeatureSpec
+    index: pd.DataFrame  # row, path, label, group, fold, start_sample
+    labels: list[str]
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.load(self.dir / "features.npy", mmap_mode="r")
+
+    @classmethod
+    def load(cls, d: str | Path) -> Features:
+        d = Path(d)
+        meta = json.loads((d / "features.json").read_text())
+        index = pd.read_csv(d / "index.csv", dtype={"path": str, "label": str, "group": str, "fold": str},
+                            keep_default_na=False)
+        return cls(d, FeatureSpec(**meta["spec"]), index, meta["labels"])
+
+
+def featurize(
+    ds: Dataset, cfg: FeaturesConfig, out_dir: str | Path, progress: bool = True
+) -> Features:
+    """Decode every recording, cut fixed-length windows and write their log-mel features.
+
+    Work is batched by windows; the front-end runs on the GPU when there is one. The output
+    lives on disk (``features.npy`` memmap + ``index.csv``), so a dataset larger than memory works.
+    """
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = FeatureSpec.resolve(cfg, resolve_sample_rate(cfg, ds))
+    device = pick_device(cfg.device)
+    front = spec.front_end().to(device).eval()
+    writer = _NpyWriter(out / "features.npy", (spec.n_mels, spec.n_frames), np.float32)
+    rows: list[dict] = []
+    pending: list[np.ndarray] = []
+    n_pending = 0
+    t0 = time.perf_counter()
+
+    def flush() -> None:
+        nonlocal pending, n_pending
+        if not pending:
+            return
+        batch = torch.from_numpy(np.concatenate(pending)).to(device, non_blocking=True)
+        with torch.inference_mode():
+            writer.append(front(batch).float().cpu().numpy())
+        pending, n_pending = [], 0
+
+    try:
+        bar = tqdm(ds.files.itertuples(index=False), total=len(ds.files), desc="featurize",
+                   unit="file", disable=not progress, leave=False)
+        for f in bar:
+            signal = audio.load(ds.abspath(f.path), spec.sample_rate)
+            starts = audio.window_starts(len(signal), spec.window_samples, spec.window_hop_samples)
+            pending.append(audio.frame_windows(signal, spec.window_samples, spec.window_hop_samples))
+            n_pending += len(starts)
+            for s in starts:
+                rows.append({"path": f.path, "label": f.label, "group": f.group, "fold": f.fold,
+                             "start_sample": s})
+            if n_pending >= cfg.batch_size:
+                flush()
+        flush()
+    finally:
+        writer.close()
+    index = pd.DataFrame(rows, columns=["path", "label", "group", "fold", "start_sample"])
+    index.insert(0, "row", range(len(index)))
+    index.to_csv(out / "index.csv", index=False)
+    meta = {
+        "spec": spec.to_dict(),
+        "labels": ds.labels,
+        "n_windows": len(index),
+        "n_files": int(len(ds.files)),
+        "device": str(device),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "dataset_fingerprint": ds.fingerprint,
+    }
+    (out / "features.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return Features(out, spec, index, ds.labels)

@@ -1,0 +1,72 @@
+"""A small CNN over log-mel input that keeps frequency information until the head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from audioflow.models import register_model
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 conv + batch norm + ReLU, then 2x2 max pooling and dropout."""
+
+    def __init__(self, c_in: int, c_out: int, dropout: float):
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
+        )
+
+
+class LogMelCNN(nn.Module):
+    """[batch, n_mels, frames] log-mel (dB) -> [batch, n_classes] logits.
+
+    Input is standardised per mel bin with statistics of the training set (buffers, so they
+    travel in the checkpoint and the ONNX graph). Time is pooled (mean + max) after the conv
+    blocks while the frequency axis stays, because where energy sits in frequency is often
+    what separates classes (a murmur band, a formant).
+    """
+
+    def __init__(self, n_mels: int, n_classes: int, channels: list[int] | tuple[int, ...] = (16, 32, 64),
+                 dropout: float = 0.2):
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+        if not channels:
+            raise ValueError("channels must name at least one conv block")
+        self.register_buffer("mel_mean", torch.zeros(n_mels))
+        self.register_buffer("mel_std", torch.ones(n_mels))
+        blocks, c_in = [], 1
+        for c in channels:
+            blocks.append(ConvBlock(c_in, c, dropout))
+            c_in = c
+        self.blocks = nn.Sequential(*blocks)
+        f_out = n_mels
+        for _ in channels:
+            f_out = -(-f_out // 2)  # ceil_mode pooling
+        self.head = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(2 * c_in * f_out, n_classes),
+        )
+
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mel_mean.copy_(mean)
+        self.mel_std.copy_(std.clamp_min(1e-3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, n_mels, frames] -> [batch, n_classes]."""
+        x = (x - self.mel_mean[:, None]) / self.mel_std[:, None]
+        x = self.blocks(x.unsqueeze(1))  # [B, C, F', T']
+        pooled = torch.cat([x.mean(dim=3), x.amax(dim=3)], dim=1)  # [B, 2C, F']
+        return self.head(pooled.flatten(1))
+
+
+@register_model("cnn")
+def cnn(n_mels: int, n_classes: int, channels=(16, 32, 64), dropout: float = 0.2) -> LogMelCNN:
+    return LogMelCNN(n_mels=n_mels, n_classes=n_classes, channels=list(channels), dropout=dropout)

@@ -1,0 +1,130 @@
+"""Train/val/test assignment of recordings: stratified by label, never splitting a group.
+
+Splitting happens per recording, not per window, so every window of a file (and every file of
+a patient or speaker) lands in the same split and nothing leaks into the evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from audioflow.config import SplitConfig
+
+SPLITS = ("train", "val", "test")
+FOLD_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test", "eval": "test", "evaluation": "test",
+}
+
+
+class SplitError(ValueError):
+    pass
+
+
+def _groups(files: pd.DataFrame) -> np.ndarray:
+    # Without a group column each recording is its own group.
+    g = files["group"].astype(str)
+    return np.where(g == "", "file:" + files["path"].astype(str), "group:" + g)
+
+
+def _carve(files: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of about ``fraction`` of the rows, stratified by label, whole groups only."""
+    groups = _groups(files)
+    n_groups = len(set(groups))
+    n_splits = max(2, round(1 / fraction))
+    if n_groups < n_splits:
+        raise SplitError(
+            f"cannot hold out {fraction:.0%} by group: only {n_groups} group(s) "
+            f"(need at least {n_splits}); add recordings or groups, or lower the fraction"
+        )
+    with warnings.catch_warnings():
+        # sklearn warns when a class has fewer groups than folds; we check coverage ourselves.
+        warnings.simplefilter("ignore", UserWarning)
+        cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        _, held = next(cv.split(np.zeros(len(files)), files["label"].to_numpy(), groups))
+    mask = np.zeros(len(files), dtype=bool)
+    mask[held] = True
+    return mask
+
+
+def split_files(files: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """Return ``files`` with a ``split`` column (train/val/test)."""
+    files = files.reset_index(drop=True).copy()
+    if cfg.strategy == "predefined":
+        files["split"] = _predefined(files, cfg)
+    else:
+        split = np.full(len(files), "train", dtype=object)
+        test = _carve(files, cfg.test_fraction, cfg.seed)
+        split[test] = "test"
+        rest = np.flatnonzero(~test)
+        val_frac = cfg.val_fraction / (1 - cfg.test_fraction)
+        val = _carve(files.iloc[rest].reset_index(drop=True), val_frac, cfg.seed + 1)
+        split[rest[val]] = "val"
+        files["split"] = split
+    _check(files)
+    return files
+
+
+def _predefined(files: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
+    folds = files["fold"].astype(str).str.lower()
+    if (folds == "").all():
+        raise SplitError("split.strategy=predefined needs data.fold_column (train/val/test per file)")
+    unknown = sorted(set(folds) - set(FOLD_ALIASES))
+    if unknown:
+        raise SplitError(f"unknown fold value(s) {unknown}; use train, val or test")
+    split = folds.map(FOLD_ALIASES).to_numpy(dtype=object)
+    if "test" not in set(split):
+        raise SplitError("predefined folds name no test recordings")
+    if "val" not in set(split):
+        # Many collections ship train/test only: hold out part of train, by group, for validation.
+        train = np.flatnonzero(split == "train")
+        val = _carve(files.iloc[train].reset_index(drop=True), cfg.val_fraction, cfg.seed + 1)
+        split[train[val]] = "val"
+    return split
+
+
+def _check(files: pd.DataFrame) -> None:
+    labels = sorted(files["label"].unique())
+    problems = []
+    for name in SPLITS:
+        present = set(files.loc[files["split"] == name, "label"])
+        missing = [lab for lab in labels if lab not in present]
+        if name == "train" and missing:
+            problems.append(f"classes with no training recordings: {missing}")
+        elif missing:
+            warnings.warn(f"{name} split has no recordings of {missing}; add groups of those classes",
+                          stacklevel=3)
+    groups = _groups(files)
+    per_group = pd.Series(files["split"].to_numpy()).groupby(groups).nunique()
+    leaking = per_group[per_group > 1].index.tolist()
+    if leaking:
+        problems.append(f"groups in more than one split: {leaking[:10]}")
+    if problems:
+        raise SplitError("; ".join(problems))
+
+
+def summary(files: pd.DataFrame) -> dict:
+    table = files.groupby(["split", "label"]).size().unstack(fill_value=0)
+    return {
+        "counts": {s: int((files["split"] == s).sum()) for s in SPLITS},
+        "groups": {s: int(len(set(_groups(files[files["split"] == s])))) for s in SPLITS},
+        "per_label": {s: {k: int(v) for k, v in table.loc[s].items()} for s in SPLITS if s in table.index},
+    }
+
+
+def save(files: pd.DataFrame, out_dir: str | Path) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files[["path", "label", "group", "split"]].to_csv(out / "split.csv", index=False)
+    (out / "split.json").write_text(json.dumps(summary(files), indent=2) + "\n")
+
+
+def load(in_dir: str | Path) -> pd.DataFrame:
+    return pd.read_csv(Path(in_dir) / "split.csv", dtype=str, keep_default_na=False)
