@@ -1,0 +1,90 @@
+"""Metrics, the confusion matrix (CSV + PNG) and ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
+    """Accuracy, balanced accuracy, macro-F1 and per-class precision/recall/F1/support.
+
+    ``y_true``/``y_pred`` are integer class indices into ``labels``.
+    """
+    idx = list(range(len(labels)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "macro_f1": float(f1_score(y_true, y_pred, labels=idx, average="macro", zero_division=0)),
+        "per_class": {
+            lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, lab in enumerate(labels)
+        },
+    }
+
+
+def confusion_table(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> pd.DataFrame:
+    cm = confusion_matrix(y_true, y_pred, labels=list(range(len(labels))))
+    return pd.DataFrame(cm, index=pd.Index(labels, name="actual"), columns=labels)
+
+
+def plot_confusion(cm: pd.DataFrame, path: str | Path, title: str = "Confusion matrix") -> None:
+    """Counts and row-normalised rates side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = cm.to_numpy()
+    rows = counts.sum(axis=1, keepdims=True)
+    rates = np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
+    labels = list(cm.columns)
+    size = max(4.5, 0.55 * len(labels) + 2.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), constrained_layout=True)
+    for ax, data, fmt, name in ((axes[0], counts, "d", "counts"), (axes[1], rates, ".2f", "row-normalised")):
+        im = ax.imshow(data, cmap="Blues", vmin=0, vmax=data.max() if data.max() > 0 else 1)
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("actual")
+        ax.set_title(f"{title} ({name})")
+        thresh = data.max() / 2 if data.max() > 0 else 0.5
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=8,
+                        color="white" if data[i, j] > thresh else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(
+    predictions: pd.DataFrame, labels: list[str], out_dir: str | Path, extra: dict | None = None
+) -> dict:
+    """From per-file predictions (columns path, actual, predicted, p_<label>...) write
+    metrics.json, confusion_matrix.csv/.png and predictions.csv; return the metrics."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pos = {lab: i for i, lab in enumerate(labels)}
+    y_true = predictions["actual"].map(pos).to_numpy()
+    y_pred = predictions["predicted"].map(pos).to_numpy()
+    metrics = classification_metrics(y_true, y_pred, labels)
+    metrics.update(extra or {})
+    cm = confusion_table(y_true, y_pred, labels)
+    cm.to_csv(out / "confusion_matrix.csv")
+    plot_confusion(cm, out / "confusion_matrix.png", title="Test set")
+    predictions.to_csv(out / "predictions.csv", index=False)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics

@@ -1,0 +1,305 @@
+"""The training loop: AdamW, warm-up + cosine, clipping, AMP on CUDA, early stop, resume.
+
+The best model (by the monitored validation metric) is saved as safetensors + JSON. After
+every epoch the full state goes to ``checkpoint/last.pt``, so a crash resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audioflow.checkpoint import ModelMeta, save_model
+from audioflow.config import Params
+from audioflow.evaluation import classification_metrics
+from audioflow.features import Features, pick_device
+
+CHUNK = 256  # windows per forward pass when predicting / computing statistics
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_metric: float = float("nan")
+    monitor: str = "macro_f1"
+    stopped_early: bool = False
+    resumed_from_epoch: int = 0
+    device: str = "cpu"
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        return {
+            "best_epoch": self.best_epoch,
+            "best_val_" + self.monitor: self.best_metric,
+            "epochs_run": len(self.history),
+            "stopped_early": self.stopped_early,
+            "resumed_from_epoch": self.resumed_from_epoch,
+            "device": self.device,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rows_for(features: Features, split_table: pd.DataFrame, name: str) -> np.ndarray:
+    """Window rows whose recording is in split ``name``."""
+    paths = set(split_table.loc[split_table["split"] == name, "path"])
+    return features.index.loc[features.index["path"].isin(paths), "row"].to_numpy()
+
+
+def mel_statistics(arr: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-mel-bin mean and std over the given windows, streaming over the memmap."""
+    n_mels = arr.shape[1]
+    total, sq, count = np.zeros(n_mels), np.zeros(n_mels), 0
+    for i in range(0, len(rows), CHUNK):
+        block = np.asarray(arr[np.sort(rows[i : i + CHUNK])], dtype=np.float64)
+        total += block.sum(axis=(0, 2))
+        sq += (block**2).sum(axis=(0, 2))
+        count += block.shape[0] * block.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(sq / count - mean**2, 0.0))
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict_rows(model: nn.Module, arr: np.ndarray, rows: np.ndarray, device: torch.device) -> np.ndarray:
+    """Logits [len(rows), n_classes] for the given window rows, in the given order."""
+    model.eval()
+    out = []
+    for i in range(0, len(rows), CHUNK):
+        x = torch.from_numpy(np.asarray(arr[rows[i : i + CHUNK]], dtype=np.float32)).to(device)
+        out.append(model(x).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def file_predictions(
+    model: nn.Module, features: Features, rows: np.ndarray, device: torch.device
+) -> pd.DataFrame:
+    """Per-recording predictions: window softmax averaged over each file's windows."""
+    labels = features.labels
+    rows = np.sort(rows)
+    logits = predict_rows(model, features.array, rows, device)
+    probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    idx = features.index.set_index("row").loc[rows]
+    frame = pd.DataFrame(probs, columns=[f"p_{lab}" for lab in labels])
+    frame["path"] = idx["path"].to_numpy()
+    frame["actual"] = idx["label"].to_numpy()
+    per_file = frame.groupby("path", sort=True).agg(
+        {"actual": "first", **{f"p_{lab}": "mean" for lab in labels}}
+    )
+    per_file["predicted"] = [labels[i] for i in per_file[[f"p_{lab}" for lab in labels]].to_numpy().argmax(1)]
+    per_file = per_file.reset_index()
+    return per_file[["path", "actual", "predicted", *[f"p_{lab}" for lab in labels]]]
+
+
+def _lr_lambda(warmup_steps: int, total_steps: int):
+    def f(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def spec_augment(x: torch.Tensor, fill: torch.Tensor, freq_mask: int, time_mask: int,
+                 gen: torch.Generator) -> torch.Tensor:
+    """One frequency band and one time span per example set to the per-bin training mean."""
+    b, f, t = x.shape
+    x = x.clone()
+    for i in range(b):
+        if freq_mask:
+            w = int(torch.randint(0, freq_mask + 1, (1,), generator=gen))
+            f0 = int(torch.randint(0, max(1, f - w), (1,), generator=gen))
+            x[i, f0 : f0 + w, :] = fill[f0 : f0 + w, None]
+        if time_mask:
+            w = int(torch.randint(0, time_mask + 1, (1,), generator=gen))
+            t0 = int(torch.randint(0, max(1, t - w), (1,), generator=gen))
+            x[i, :, t0 : t0 + w] = fill[:, None]
+    return x
+
+
+def _score(metrics: dict, loss: float, monitor: str) -> float:
+    # Higher is better for every monitored quantity; loss is negated.
+    return -loss if monitor == "loss" else metrics[monitor]
+
+
+def _atomic_torch_save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    features: Features,
+    split_table: pd.DataFrame,
+    params: Params,
+    out_dir: str | Path,
+    progress: bool = True,
+    resume: bool = True,
+) -> TrainResult:
+    """Train the configured model on the train split, select on val, save the best."""
+    from tqdm import tqdm
+
+    cfg = params.train
+    out = Path(out_dir)
+    (out / "checkpoint").mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    labels = features.labels
+    label_pos = {lab: i for i, lab in enumerate(labels)}
+    arr = features.array
+    train_rows, val_rows = rows_for(features, split_table, "train"), rows_for(features, split_table, "val")
+    if len(train_rows) == 0 or len(val_rows) == 0:
+        raise ValueError(f"need train and val windows, got {len(train_rows)} and {len(val_rows)}")
+    targets = torch.tensor(features.index["label"].map(label_pos).to_numpy(), dtype=torch.long)
+
+    model_kwargs = {"n_mels": features.spec.n_mels, "n_classes": len(labels),
+                    "channels": list(params.model.channels), "dropout": params.model.dropout}
+    meta = ModelMeta(params.model.name, model_kwargs, labels, features.spec,
+                     params.section_hash("features", "model", "train"),
+                     json.loads((features.dir / "features.json").read_text())["dataset_fingerprint"])
+    model = meta.build()
+    mean, std = mel_statistics(arr, train_rows)
+    model.set_normalization(mean, std)
+    model.to(device)
+
+    steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(round(cfg.warmup_epochs * steps_per_epoch), total_steps)
+    )
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    result = TrainResult(out / "model", monitor=cfg.monitor, device=str(device))
+    best_score, bad_epochs, start_epoch = -math.inf, 0, 0
+    ckpt_path = out / "checkpoint" / "last.pt"
+    run_key = meta.params_hash + ":" + meta.dataset_fingerprint
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state.get("run_key") == run_key:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            start_epoch, best_score, bad_epochs = state["epoch"], state["best_score"], state["bad_epochs"]
+            result.history = json.loads(state["history"])
+            result.best_epoch, result.best_metric = state["best_epoch"], state["best_metric"]
+            result.resumed_from_epoch = start_epoch
+            if progress:
+                tqdm.write(f"train: resuming from {ckpt_path} after epoch {start_epoch}")
+
+    t0 = time.perf_counter()
+    epochs = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs,
+                  desc="train", unit="epoch", disable=not progress, leave=False)
+    for epoch in epochs:
+        if bad_epochs >= cfg.patience:
+            result.stopped_early = True
+            break
+        model.train()
+        order = train_rows[torch.randperm(len(train_rows), generator=gen).numpy()]
+        loss_sum, seen = 0.0, 0
+        te = time.perf_counter()
+        for i in range(0, len(order), cfg.batch_size):
+            rows = order[i : i + cfg.batch_size]
+            if len(rows) < 2:  # batch norm cannot train on a single example
+                continue
+            x = torch.from_numpy(np.asarray(arr[np.sort(rows)], dtype=np.float32))
+            y = targets[np.sort(rows)]
+            x = spec_augment(x, model.mel_mean.cpu(), cfg.freq_mask, cfg.time_mask, gen)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += float(loss.detach()) * len(rows)
+            seen += len(rows)
+
+        val_logits = predict_rows(model, arr, np.sort(val_rows), device)
+        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), targets[np.sort(val_rows)]))
+        per_file = file_predictions(model, features, val_rows, device)
+        m = classification_metrics(per_file["actual"].map(label_pos).to_numpy(),
+                                   per_file["predicted"].map(label_pos).to_numpy(), labels)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss,
+               "val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
+               "val_macro_f1": m["macro_f1"], "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(time.perf_counter() - te, 3)}
+        result.history.append(row)
+        score = _score(m, val_loss, cfg.monitor)
+        if score > best_score:
+            best_score, bad_epochs = score, 0
+            result.best_epoch = epoch + 1
+            result.best_metric = val_loss if cfg.monitor == "loss" else m[cfg.monitor]
+            save_model(model, meta, out / "model")
+        else:
+            bad_epochs += 1
+        epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val_f1=f"{m['macro_f1']:.3f}")
+        _atomic_torch_save({
+            "run_key": run_key, "epoch": epoch + 1, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "best_score": best_score, "bad_epochs": bad_epochs, "best_epoch": result.best_epoch,
+            "best_metric": result.best_metric, "history": json.dumps(result.history),
+        }, ckpt_path)
+    else:
+        result.stopped_early = bad_epochs >= cfg.patience and len(result.history) < cfg.epochs
+    result.seconds = time.perf_counter() - t0
+    write_history(result.history, out)
+    (out / "train.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+    return result
+
+
+def write_history(history: list[dict], out_dir: Path) -> None:
+    """history.csv and training_curves.png (loss and validation metrics per epoch)."""
+    if not history:
+        return
+    frame = pd.DataFrame(history)
+    frame.to_csv(out_dir / "history.csv", index=False)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    a.plot(frame["epoch"], frame["train_loss"], label="train")
+    a.plot(frame["epoch"], frame["val_loss"], label="val")
+    a.set_xlabel("epoch")
+    a.set_ylabel("cross-entropy")
+    a.set_title("Loss")
+    a.legend()
+    for col in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1"):
+        b.plot(frame["epoch"], frame[col], label=col.removeprefix("val_"))
+    b.set_xlabel("epoch")
+    b.set_ylim(0, 1.02)
+    b.set_title("Validation (per recording)")
+    b.legend(loc="lower right")
+    fig.savefig(out_dir / "training_curves.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,100 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audioflow import split as split_mod
+from audioflow.checkpoint import load_model
+from audioflow.config import load_params
+from audioflow.features import featurize
+from audioflow.manifest import ingest
+from audioflow.training import file_predictions, rows_for, train
+
+
+@pytest.fixture
+def prepared(tone_dataset: Path, tmp_path: Path):
+    params = load_params("absent.yaml", {
+        "data.root": str(tone_dataset), "data.group_column": "speaker",
+        "features.window_s": 0.5, "features.n_mels": 32,
+        "split.val_fraction": 0.2, "split.test_fraction": 0.2,
+        "model.channels": [8, 16], "train.epochs": 4, "train.batch_size": 8,
+        "train.patience": 10, "train.lr": 0.01,
+    })
+    ds = ingest(params.data, progress=False)
+    feats = featurize(ds, params.features, tmp_path / "features", progress=False)
+    table = split_mod.split_files(ds.files, params.split)
+    return params, feats, table
+
+
+def test_trains_saves_safetensors_and_learns(prepared, tmp_path: Path):
+    params, feats, table = prepared
+    r = train(feats, table, params, tmp_path / "train", progress=False)
+    assert len(r.history) == 4 and 1 <= r.best_epoch <= 4
+    assert (tmp_path / "train/model/model.safetensors").exists()
+    meta = json.loads((tmp_path / "train/model/model.json").read_text())
+    assert meta["labels"] == ["high", "low", "mid"] and meta["spec"]["n_mels"] == 32
+    assert (tmp_path / "train/training_curves.png").stat().st_size > 1000
+    assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+    model, _ = load_model(tmp_path / "train/model")
+    preds = file_predictions(model, feats, rows_for(feats, table, "test"), torch.device("cpu"))
+    # Pure tones three octaves apart: a trained model must separate them on held-out speakers.
+    assert (preds["actual"] == preds["predicted"]).mean() >= 0.8
+    test_paths = set(table.loc[table.split == "test", "path"])
+    assert set(preds["path"]) == test_paths
+
+
+def test_deterministic_on_cpu(prepared, tmp_path: Path):
+    params, feats, table = prepared
+    a = train(feats, table, params, tmp_path / "a", progress=False)
+    b = train(feats, table, params, tmp_path / "b", progress=False)
+    assert a.history[-1]["train_loss"] == b.history[-1]["train_loss"]
+    ma, _ = load_model(tmp_path / "a/model")
+    mb, _ = load_model(tmp_path / "b/model")
+    for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_crash_resumes_from_last_checkpoint(prepared, tmp_path: Path, monkeypatch):
+    params, feats, table = prepared
+    full = train(feats, table, params, tmp_path / "full", progress=False)
+
+    import audioflow.training as tr
+
+    calls = {"n": 0}
+    real = tr.file_predictions
+
+    def crash_in_third_epoch(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated crash")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(tr, "file_predictions", crash_in_third_epoch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(feats, table, params, tmp_path / "crashed", progress=False)
+    monkeypatch.setattr(tr, "file_predictions", real)
+    resumed = train(feats, table, params, tmp_path / "crashed", progress=False)
+    assert resumed.resumed_from_epoch == 2
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    a, _ = load_model(tmp_path / "full/model")
+    b, _ = load_model(tmp_path / "crashed/model")
+    for va, vb in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(va, vb)
+
+
+def test_changed_params_do_not_resume_a_stale_checkpoint(prepared, tmp_path: Path):
+    params, feats, table = prepared
+    train(feats, table, params, tmp_path / "t", progress=False)
+    other = params.model_copy(update={"train": params.train.model_copy(update={"lr": 0.002})})
+    r = train(feats, table, other, tmp_path / "t", progress=False)
+    assert r.resumed_from_epoch == 0 and len(r.history) == 4
+
+
+def test_checkpoint_state_loads_without_pickle(prepared, tmp_path: Path):
+    params, feats, table = prepared
+    train(feats, table, params, tmp_path / "t", progress=False)
+    state = torch.load(tmp_path / "t/checkpoint/last.pt", weights_only=True)
+    assert state["epoch"] == 4
+    assert np.isfinite(state["best_score"])
