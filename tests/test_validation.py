@@ -1,0 +1,235 @@
+"""Data validation: facts per file, Great Expectations checks, reports and the error."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audioflow.config import DataConfig, ValidateConfig
+from audioflow.manifest import Dataset, ingest
+from audioflow.validation import (
+    DATASET,
+    DataValidationError,
+    ValidationReport,
+    collect_facts,
+    file_facts,
+    validate,
+)
+from tests.conftest import tone, write_wav
+
+SR = 8000
+CFG = ValidateConfig(min_per_class=3, labels=["a", "b", "c"])
+
+# Every bad file of the shared dataset and a word its reason must contain.
+BAD = {
+    "a/unreadable.wav": "unreadable or unsupported format",
+    "a/empty.wav": "empty file",
+    "a/silent.wav": "silent",
+    "b/clipped.wav": "clipped",
+    "b/nan.wav": "non-finite samples (NaN or Inf)",
+    "b/short.wav": "too short",
+    "xyz/odd.wav": "label 'xyz' not in allowed set ['a', 'b', 'c']",
+    "b/dup.wav": "same content as a/a0.wav, which is labelled 'a'",
+    "a/a0.wav": "same content as b/dup.wav, which is labelled 'b'",
+    "a/a1_copy.wav": "same content as a/a1.wav (group 'g1')",
+    "a/a1.wav": "same content as a/a1_copy.wav (group 'g9')",
+}
+
+
+def _manifest(root: Path, rows: list[tuple[str, str, str]]) -> Dataset:
+    lines = ["path,label,group"] + [",".join(r) for r in rows]
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return ingest(DataConfig(root=str(root), group_column="group"), progress=False)
+
+
+def _good(root: Path, rel: str, seed: int) -> None:
+    write_wav(root / rel, tone(300 + 50 * seed, 0.2, SR, seed=seed), SR)
+
+
+@pytest.fixture(scope="module")
+def clean_ds(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    root = tmp_path_factory.mktemp("clean")
+    rows = []
+    for i in range(6):
+        label = "ab"[i % 2]
+        _good(root, f"{label}/{i}.wav", seed=i)
+        rows.append((f"{label}/{i}.wav", label, f"g{i}"))
+    return _manifest(root, rows)
+
+
+@pytest.fixture(scope="module")
+def bad_ds(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """Labels a and b with three good files each, every kind of bad file, one lone c."""
+    root = tmp_path_factory.mktemp("bad")
+    rows = []
+    for label, base in (("a", 0), ("b", 10)):
+        for k in range(3):
+            _good(root, f"{label}/{label}{k}.wav", seed=base + k)
+            rows.append((f"{label}/{label}{k}.wav", label, f"g{k}"))
+    _good(root, "c/c0.wav", seed=40)  # one recording: below min_per_class
+    _good(root, "xyz/odd.wav", seed=41)
+    rng = np.random.default_rng(0)
+    (root / "a/unreadable.wav").write_bytes(rng.bytes(3000))
+    (root / "a/empty.wav").write_bytes(b"")
+    write_wav(root / "a/silent.wav", np.zeros(SR // 2, np.float32), SR)
+    square = np.sign(np.sin(2 * np.pi * 200 * np.arange(SR // 2) / SR)).astype(np.float32)
+    write_wav(root / "b/clipped.wav", square, SR)
+    nan = tone(500, 0.2, SR)
+    nan[100] = np.nan
+    write_wav(root / "b/nan.wav", nan, SR, subtype="FLOAT")
+    write_wav(root / "b/short.wav", tone(500, 0.01, SR, seed=42), SR)
+    shutil.copy(root / "a/a0.wav", root / "b/dup.wav")  # same content, other label
+    shutil.copy(root / "a/a1.wav", root / "a/a1_copy.wav")  # same label, other group
+    rows += [
+        ("c/c0.wav", "c", "g0"),
+        ("xyz/odd.wav", "xyz", "g0"),
+        ("a/unreadable.wav", "a", "g0"),
+        ("a/empty.wav", "a", "g0"),
+        ("a/silent.wav", "a", "g0"),
+        ("b/clipped.wav", "b", "g0"),
+        ("b/nan.wav", "b", "g0"),
+        ("b/short.wav", "b", "g0"),
+        ("b/dup.wav", "b", "g0"),
+        ("a/a1_copy.wav", "a", "g9"),
+    ]
+    return _manifest(root, rows)
+
+
+@pytest.fixture(scope="module")
+def bad_report(bad_ds: Dataset) -> ValidationReport:
+    return validate(bad_ds, CFG, progress=False)
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tags.append(tag)
+
+
+def test_clean_dataset_passes_and_writes_reports(clean_ds: Dataset, tmp_path: Path) -> None:
+    report = validate(clean_ds, ValidateConfig(min_per_class=3), progress=False)
+    assert report.ok and report.problems == [], report.problems
+    report.raise_if_failed()  # no error
+    s = report.summary
+    assert s["n_files"] == 6 and s["n_failing_files"] == 0 and s["gx_success"] is True
+    assert s["per_label"] == {"a": {"listed": 3, "usable": 3}, "b": {"listed": 3, "usable": 3}}
+    assert all(e["success"] for e in s["expectations"].values())
+    assert s["expectations"]["duration"]["element_count"] == 6
+
+    report.to_json(tmp_path / "r/validation.json")
+    data = json.loads((tmp_path / "r/validation.json").read_text())
+    assert data["ok"] is True and data["problems"] == [] and len(data["facts"]) == 6
+    report.to_html(tmp_path / "r/validation.html")
+    parser = _Tags()
+    parser.feed((tmp_path / "r/validation.html").read_text())
+    assert "table" in parser.tags and "PASSED" in (tmp_path / "r/validation.html").read_text()
+
+
+def bad_ds_root(report: ValidationReport) -> str:
+    return report.summary["root"]
+
+
+def test_every_bad_file_is_reported_with_its_reason(bad_report: ValidationReport) -> None:
+    report = bad_report
+    assert not report.ok and not report.summary["gx_success"]
+    by_path: dict[str, list[str]] = {}
+    for path, reason in report.problems:
+        by_path.setdefault(path, []).append(reason)
+    for path, expected in BAD.items():
+        assert any(expected in r for r in by_path.get(path, [])), (path, by_path.get(path))
+    # Unreadable files get their decode reason only, not range-check noise.
+    for path in ("a/unreadable.wav", "a/empty.wav", "b/nan.wav"):
+        assert len(by_path[path]) == 1, by_path[path]
+    # Reasons quote the measured value.
+    (silent,) = by_path["a/silent.wav"]
+    assert "every sample is zero" in silent
+    (clipped,) = by_path["b/clipped.wav"]
+    assert "% of samples at full scale" in clipped
+    (short,) = by_path["b/short.wav"]
+    assert "0.010 s" in short
+    # Good files stay clean; dataset-level problems come last.
+    assert {"a/a2.wav", "b/b0.wav", "b/b1.wav", "b/b2.wav"}.isdisjoint(by_path)
+    assert set(by_path) == set(BAD) | {DATASET}
+    dataset = by_path[DATASET]
+    assert any("label 'c' has 1 usable recording(s)," in r for r in dataset), dataset
+    assert any("label 'xyz' has 0 usable recording(s) (1 listed)" in r for r in dataset), dataset
+    # Only a/a2.wav of label a passes every file check: too few once the bad ones go.
+    assert any("label 'a' has 1 usable recording(s) (7 listed)" in r for r in dataset), dataset
+    assert report.summary["per_label"]["b"] == {"listed": 7, "usable": 3}
+    # Decode errors name the file relative to the data root, not by its absolute path.
+    (unreadable,) = by_path["a/unreadable.wav"]
+    assert "'a/unreadable.wav'" in unreadable and str(bad_ds_root(report)) not in unreadable
+    assert report.problems[-1][0] == DATASET
+    assert report.summary["n_failing_files"] == len(BAD)
+    assert report.summary["expectations"]["readable"]["unexpected_count"] == 3
+
+
+def test_raise_if_failed_lists_every_bad_file(bad_report: ValidationReport, tmp_path: Path) -> None:
+    bad_report.to_json(tmp_path / "v.json")  # NA facts of unreadable files serialize as null
+    data = json.loads((tmp_path / "v.json").read_text())
+    assert data["ok"] is False and len(data["problems"]) == len(bad_report.problems)
+    with pytest.raises(DataValidationError) as info:
+        bad_report.raise_if_failed()
+    msg = str(info.value)
+    for path in BAD:
+        assert f"\n{path}: " in msg, path
+    assert info.value.problems == bad_report.problems
+    # Files first (one per line), then the dataset-level problems.
+    lines = msg.splitlines()[1:]
+    first_dataset = next(i for i, ln in enumerate(lines) if ln.startswith(DATASET))
+    assert all(ln.startswith(DATASET) for ln in lines[first_dataset:])
+
+
+def test_facts_reused_with_another_config(bad_ds: Dataset, bad_report: ValidationReport) -> None:
+    facts = bad_report.facts
+    assert not facts.set_index("path").loc["b/nan.wav", "finite"]
+    cfg = ValidateConfig(min_per_class=1, sample_rates=[16000], min_duration_s=0.001)
+    report = validate(bad_ds, cfg, facts=facts, progress=False)
+    reasons = dict(report.problems)
+    assert "sample rate 8000 Hz not allowed (16000 Hz)" in reasons["a/a2.wav"]
+    assert "b/short.wav" not in {p for p, r in report.problems if "short" in r}
+    # Every file now fails, so no class keeps a usable recording.
+    assert (DATASET, "0 class(es) with usable recordings []; need at least 2") in report.problems
+
+
+def test_single_class_is_a_dataset_problem(clean_ds: Dataset) -> None:
+    one = Dataset(clean_ds.root, clean_ds.files[clean_ds.files["label"] == "a"], "x")
+    report = validate(one, ValidateConfig(min_per_class=1), progress=False)
+    assert report.problems == [
+        (DATASET, "1 class(es) with usable recordings ['a']; need at least 2")
+    ]
+
+
+def test_stereo_8k_facts(tmp_path: Path) -> None:
+    left, right = tone(440, 0.5, SR), tone(660, 0.5, SR, seed=1)
+    path = write_wav(tmp_path / "st.wav", np.stack([left, right], axis=1), SR)
+    f = file_facts(path)
+    assert f["readable"] and f["error"] == "" and f["finite"]
+    assert (f["channels"], f["sample_rate"], f["frames"]) == (2, 8000, 4000)
+    assert f["duration_s"] == pytest.approx(0.5)
+    assert -15 < f["rms_dbfs"] < -8 and 0.25 < f["peak"] < 0.4  # ~0.3 amplitude sine
+    assert f["clipped_fraction"] == 0.0
+
+
+def test_collect_facts_columns_and_types(clean_ds: Dataset) -> None:
+    facts = collect_facts(clean_ds, progress=False)
+    assert list(facts.columns[:4]) == ["path", "label", "readable", "error"]
+    assert facts["readable"].all() and (facts["sample_rate"] == SR).all()
+    assert facts["sha256"].tolist() == clean_ds.files["sha256"].tolist()
+
+
+def test_gx_stays_quiet(clean_ds: Dataset, capfd: pytest.CaptureFixture, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    validate(clean_ds, ValidateConfig(min_per_class=3), progress=False)
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", (out, err)  # no GX progress bars or prints
+    assert not [r for r in caplog.records if r.name.startswith("great_expectations")]
