@@ -1,0 +1,231 @@
+"""Export a trained model to a single ONNX file that takes the raw waveform.
+
+The log-mel front-end is part of the graph, so a deployment only decodes, resamples and cuts
+windows (``audioflow.audio``) and can never compute features differently from training.
+Every export is checked: ``onnx.checker``, then ONNX Runtime against PyTorch on real windows,
+on another batch size and on other lengths (the batch and sample axes are dynamic).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+import audioflow
+from audioflow.checkpoint import ModelMeta, load_model
+from audioflow.features import FeatureSpec, LogMel
+
+INPUT_NAME = "waveform"
+OUTPUT_NAME = "logits"
+# STFT needs opset 17, but torch 2.11's dynamo exporter emits opset 18 and cannot convert its
+# Pad nodes down to 17 (it would silently keep 18), so 18 is the honest floor.
+MIN_OPSET = 18
+MAX_SECONDS = 600  # longest single input the graph is declared for (10 minutes)
+CHECK_BATCH = 32  # windows per parity-check run: bounded memory for a large test set
+
+
+class ExportError(RuntimeError):
+    """The export failed, or the exported graph does not reproduce the PyTorch model."""
+
+
+class WaveformClassifier(nn.Module):
+    """LogMel front-end + classifier: waveform [batch, samples] -> logits [batch, n_classes]."""
+
+    def __init__(self, front_end: LogMel, classifier: nn.Module):
+        super().__init__()
+        self.front_end = front_end
+        self.classifier = classifier
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.front_end(waveform))
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path) -> tuple[WaveformClassifier, ModelMeta]:
+        """Load a saved model folder and put its own front-end in front of it (eval mode)."""
+        model, meta = load_model(model_dir, device="cpu")
+        return cls(meta.spec.front_end(), model).eval(), meta
+
+
+def sample_bounds(spec: FeatureSpec) -> tuple[int, int]:
+    """Shortest and longest input (samples) the exported graph accepts."""
+    shortest = min(spec.n_fft // 2 + 1, spec.window_samples)
+    longest = max(MAX_SECONDS * spec.sample_rate, 2 * spec.window_samples)
+    return shortest, longest
+
+
+def onnx_metadata(meta: ModelMeta) -> dict[str, str]:
+    """What a torch-free predictor needs to feed the graph and name its outputs."""
+    spec = meta.spec
+    return {
+        "labels": json.dumps(list(meta.labels)),
+        "sample_rate": str(spec.sample_rate),
+        "window_samples": str(spec.window_samples),
+        "window_hop_samples": str(spec.window_hop_samples),
+        "params_hash": meta.params_hash,
+        "dataset_fingerprint": meta.dataset_fingerprint,
+        "audioflow_version": audioflow.__version__,
+        "model_name": meta.model_name,
+        "feature_spec": json.dumps(spec.to_dict(), sort_keys=True),
+    }
+
+
+@contextmanager
+def _quiet_exporter(caught: list[str]) -> Iterator[None]:
+    """Silence the exporter's log lines and collect its warnings (exceptions still propagate).
+
+    Its INFO/WARNING logging ('torchvision is not installed. Skipping ...', onnxscript's
+    version-converter fallbacks) is noise for a pipeline user; warnings are kept, deduplicated,
+    in the export report instead of printed.
+    """
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    old_levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always")
+            yield
+        for r in records:
+            text = f"{r.category.__name__}: {r.message}"
+            if text not in caught:
+                caught.append(text)
+    finally:
+        for lg, level in zip(loggers, old_levels):
+            lg.setLevel(level)
+
+
+def _to_onnx(module: WaveformClassifier, spec: FeatureSpec, opset: int,
+             caught: list[str]) -> onnx.ModelProto:
+    """Trace with the dynamo exporter; batch and sample count are symbolic."""
+    shortest, longest = sample_bounds(spec)
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    samples = torch.export.Dim("samples", min=shortest, max=longest)
+    # Batch 2, not 1: torch.export specialises size-1 dimensions to constants.
+    example = torch.zeros(2, spec.window_samples)
+    try:
+        with _quiet_exporter(caught):
+            program = torch.onnx.export(
+                module, (example,), None, dynamo=True, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes={INPUT_NAME: {0: batch, 1: samples}},
+                external_data=False, verbose=False, report=False,
+            )
+    except Exception as exc:
+        raise ExportError(f"torch.onnx.export (dynamo) failed: {type(exc).__name__}: {exc}") from exc
+    proto = program.model_proto
+    got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if got != opset:  # the exporter falls back to its own opset when conversion fails
+        raise ExportError(f"asked for opset {opset}, the exporter produced opset {got}")
+    return proto
+
+
+def _write_model(proto: onnx.ModelProto, metadata: dict[str, str], out_path: Path) -> None:
+    """Attach metadata, validate, and write one self-contained file atomically."""
+    del proto.metadata_props[:]
+    for key in sorted(metadata):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, metadata[key]
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"onnx.checker rejected the exported graph: {exc}") from exc
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    onnx.save_model(proto, str(tmp), save_as_external_data=False)
+    os.replace(tmp, out_path)
+
+
+def check_batches(spec: FeatureSpec, check_audio: Sequence[np.ndarray] | None,
+                  seed: int = 0) -> list[np.ndarray]:
+    """Inputs for the parity check: the given windows in batches, plus shape variations.
+
+    The extra cases prove the dynamic axes: a single-item batch, an odd batch of 1.5x-window
+    inputs and the shortest input the graph declares.
+    """
+    w = spec.window_samples
+    if check_audio is None:
+        rng = np.random.default_rng(seed)
+        windows = (0.1 * rng.standard_normal((8, w))).astype(np.float32)
+    else:
+        for i, a in enumerate(check_audio):
+            if np.ndim(a) != 1 or len(a) != w:
+                raise ValueError(f"check_audio[{i}] has shape {np.shape(a)}, expected ({w},)")
+        if not len(check_audio):
+            raise ValueError("check_audio is empty")
+        windows = np.stack([np.asarray(a, dtype=np.float32) for a in check_audio])
+    batches = [windows[i : i + CHECK_BATCH] for i in range(0, len(windows), CHECK_BATCH)]
+    longer = np.concatenate([windows, windows[:, : w // 2]], axis=1)[:3]  # 1.5x window
+    shortest, _ = sample_bounds(spec)
+    batches += [windows[:1], np.ascontiguousarray(longer), np.ascontiguousarray(windows[:3, :shortest])]
+    return batches
+
+
+def check_parity(module: nn.Module, onnx_path: str | Path, batches: Sequence[np.ndarray],
+                 atol: float = 1e-4) -> float:
+    """Max |ONNX Runtime - PyTorch| logit difference over ``batches``; ExportError above atol."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only; failures still raise
+    session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    worst, worst_shape = 0.0, None
+    for batch in batches:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        with torch.inference_mode():
+            expected = module(torch.from_numpy(batch)).numpy()
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        if got.shape != expected.shape:
+            raise ExportError(f"ONNX output shape {got.shape} != PyTorch {expected.shape} "
+                              f"for input {batch.shape}")
+        diff = float(np.max(np.abs(got.astype(np.float64) - expected))) if got.size else 0.0
+        if not np.isfinite(diff) or diff > worst:
+            worst, worst_shape = diff, batch.shape
+    if not worst <= atol:  # also catches NaN
+        raise ExportError(f"ONNX Runtime and PyTorch logits differ by {worst:.3g} "
+                          f"(> atol {atol:g}) on input {worst_shape}")
+    return worst
+
+
+def export_onnx(model_dir: str | Path, out_path: str | Path,
+                check_audio: list[np.ndarray] | None = None, opset: int = 18,
+                atol: float = 1e-4) -> dict[str, Any]:
+    """Export ``model_dir`` to ``out_path`` (waveform in, logits out) and verify it.
+
+    ``check_audio``: 1-D float32 windows of exactly ``window_samples`` (held-out audio);
+    None uses seeded noise. Returns a report with the measured ``max_abs_diff``.
+    """
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is not supported: the dynamo exporter builds opset "
+                          f">= {MIN_OPSET} graphs (STFT front-end, Pad-18)")
+    t0 = time.perf_counter()
+    out = Path(out_path)
+    module, meta = WaveformClassifier.from_model_dir(model_dir)
+    batches = check_batches(meta.spec, check_audio)  # validate inputs before the slow export
+    caught: list[str] = []
+    proto = _to_onnx(module, meta.spec, opset, caught)
+    _write_model(proto, onnx_metadata(meta), out)
+    diff = check_parity(module, out, batches, atol)
+    shortest, longest = sample_bounds(meta.spec)
+    return {
+        "path": str(out),
+        "size_bytes": out.stat().st_size,
+        "opset": opset,
+        "max_abs_diff": diff,
+        "atol": atol,
+        "n_checked": int(sum(len(b) for b in batches)),
+        "samples_range": [shortest, longest],
+        "seconds": round(time.perf_counter() - t0, 3),
+        "exporter_warnings": caught,
+    }

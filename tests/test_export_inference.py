@@ -1,0 +1,204 @@
+"""ONNX export (waveform-in graph, metadata, parity) and the torch-free Predictor."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import soundfile as sf
+import torch
+
+from audioflow import __version__, audio
+from audioflow.checkpoint import ModelMeta, save_model
+from audioflow.export import (
+    ExportError,
+    WaveformClassifier,
+    check_parity,
+    export_onnx,
+)
+from audioflow.features import FeatureSpec
+from audioflow.inference import Prediction, PredictionError, Predictor, softmax, window_batches
+from audioflow.models import create_model
+
+SR = 4000
+WINDOW = SR // 2  # 0.5 s
+HOP = WINDOW // 2
+LABELS = ["dog", "rain", "siren"]
+SPEC = FeatureSpec(sample_rate=SR, window_samples=WINDOW, window_hop_samples=HOP, n_fft=256,
+                   win_length=100, hop_length=40, n_mels=32, f_min=0.0, f_max=None)
+
+
+def sine(n: int, freq: float, sr: int = SR, amp: float = 0.3) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * freq * np.arange(n) / sr)).astype(np.float32)
+
+
+def noise(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """An untrained tiny CNN with non-trivial normalisation, saved like a trained one."""
+    torch.manual_seed(0)
+    kwargs = {"n_mels": SPEC.n_mels, "n_classes": len(LABELS), "channels": [4, 8], "dropout": 0.0}
+    model = create_model("cnn", **kwargs).eval()
+    model.set_normalization(-40 + 5 * torch.randn(SPEC.n_mels), 8 + torch.rand(SPEC.n_mels))
+    meta = ModelMeta("cnn", kwargs, LABELS, SPEC, params_hash="p" * 16,
+                     dataset_fingerprint="d" * 16)
+    return save_model(model, meta, tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def exported(model_dir, tmp_path_factory) -> tuple[Path, dict]:
+    check = [sine(WINDOW, f) for f in (220, 440, 880)] + list(noise((4, WINDOW), seed=1))
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    return out, export_onnx(model_dir, out, check_audio=check)
+
+
+@pytest.fixture(scope="module")
+def predictor(exported) -> Predictor:
+    return Predictor(exported[0])
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def test_export_report_checker_and_metadata(exported):
+    path, report = exported
+    assert report["max_abs_diff"] <= 1e-4
+    assert report["n_checked"] >= 7 and report["opset"] == 18
+    assert report["size_bytes"] == path.stat().st_size
+    assert not list(path.parent.glob("*.data")), "weights must be inside the single file"
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["labels"]) == LABELS
+    assert int(meta["sample_rate"]) == SR and int(meta["window_samples"]) == WINDOW
+    assert int(meta["window_hop_samples"]) == HOP
+    assert meta["params_hash"] == "p" * 16 and meta["dataset_fingerprint"] == "d" * 16
+    assert meta["audioflow_version"] == __version__ and meta["model_name"] == "cnn"
+    assert [i.name for i in model.graph.input] == ["waveform"]
+    assert [o.name for o in model.graph.output] == ["logits"]
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("length", [WINDOW, int(1.7 * WINDOW)])
+def test_onnx_matches_pytorch(exported, model_dir, batch, length):
+    module, _ = WaveformClassifier.from_model_dir(model_dir)
+    session = ort.InferenceSession(str(exported[0]), providers=["CPUExecutionProvider"])
+    x = noise((batch, length), seed=batch * length)
+    x[0] = sine(length, 330)  # one tonal input among the noise
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(x)).numpy()
+    got = session.run(None, {"waveform": x})[0]
+    assert got.shape == (batch, len(LABELS))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+def test_parity_failure_raises_export_error(exported, model_dir):
+    """A PyTorch model that no longer matches the file (shifted bias) must be rejected."""
+    module, _ = WaveformClassifier.from_model_dir(model_dir)
+    with torch.no_grad():
+        module.classifier.head[-1].bias[0] += 0.5
+    with pytest.raises(ExportError, match=r"differ by 0\.5"):
+        check_parity(module, exported[0], [noise((2, WINDOW), seed=3)], atol=1e-4)
+
+
+def test_export_rejects_bad_inputs(model_dir, tmp_path):
+    with pytest.raises(ExportError, match="opset"):
+        export_onnx(model_dir, tmp_path / "m.onnx", opset=17)
+    with pytest.raises(ValueError, match="check_audio"):
+        export_onnx(model_dir, tmp_path / "m.onnx", check_audio=[np.zeros(WINDOW - 1, np.float32)])
+    assert not (tmp_path / "m.onnx").exists()
+
+
+# --- inference ----------------------------------------------------------------------------
+
+
+def test_softmax_is_stable():
+    p = softmax(np.array([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]]))
+    assert np.isfinite(p).all()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    np.testing.assert_allclose(p[1], 1 / 3)
+
+
+def test_window_batches_match_frame_windows():
+    x = noise((10 * WINDOW + 123,), seed=4)
+    chunks = list(window_batches(x, WINDOW, HOP, max_batch=4))
+    assert all(len(c) <= 4 for c in chunks)
+    np.testing.assert_array_equal(np.concatenate(chunks), audio.frame_windows(x, WINDOW, HOP))
+    short = list(window_batches(x[:100], WINDOW, HOP))
+    np.testing.assert_array_equal(np.concatenate(short), audio.frame_windows(x[:100], WINDOW, HOP))
+
+
+def test_predictor_metadata(predictor):
+    assert predictor.labels == LABELS
+    assert (predictor.sample_rate, predictor.window_samples, predictor.window_hop_samples) == (
+        SR, WINDOW, HOP)
+    assert predictor.metadata["model_name"] == "cnn"
+
+
+def test_predict_stereo_8k_wav(predictor, tmp_path):
+    """Decoded, mixed to mono and resampled to the model's 4 kHz before scoring."""
+    path = tmp_path / "stereo.wav"
+    left, right = sine(8000, 300, sr=8000), sine(8000, 900, sr=8000)
+    sf.write(path, np.stack([left, right], axis=1), 8000)
+    pred = predictor.predict_file(path)
+    assert isinstance(pred, Prediction) and pred.path == str(path)
+    assert set(pred.probabilities) == set(LABELS)
+    assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-9)
+    assert pred.label == max(pred.probabilities, key=pred.probabilities.get)
+    assert pred.n_windows == 3  # 1 s at 4 kHz: 0.5 s windows starting at 0, 0.25 and 0.5 s
+    line = json.loads(pred.to_json())
+    assert line["path"] == str(path) and set(line) >= {"label", "probabilities"}
+
+
+def test_long_file_averages_window_softmax(predictor, exported, tmp_path):
+    path = tmp_path / "long.wav"
+    n = WINDOW + 4 * HOP  # exactly 5 windows
+    signal = noise((n,), seed=5) + sine(n, 600)
+    sf.write(path, signal, SR, subtype="FLOAT")
+    pred = predictor.predict_file(path)
+    assert pred.n_windows == 5
+
+    # Independent reference: whole-file windows in one ORT run, softmax by hand.
+    windows = audio.frame_windows(audio.load(path, SR), WINDOW, HOP)
+    session = ort.InferenceSession(str(exported[0]), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"waveform": windows})[0].astype(np.float64)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected = (e / e.sum(axis=1, keepdims=True)).mean(axis=0)
+    got = np.array([pred.probabilities[lab] for lab in LABELS])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert pred.label == LABELS[int(np.argmax(expected))]
+
+
+def test_predict_paths_folder_and_bad_file(predictor, tmp_path):
+    root = tmp_path / "clips"
+    (root / "sub").mkdir(parents=True)
+    sf.write(root / "a.wav", sine(SR, 200), SR)
+    sf.write(root / "sub" / "b.flac", sine(SR // 3, 700), SR)  # shorter than a window
+    (root / "c.wav").write_bytes(b"this is not audio")
+    (root / "notes.txt").write_text("ignored: not an audio extension")
+    missing = tmp_path / "missing.wav"
+
+    results = list(predictor.predict_paths([root, missing]))
+    assert [Path(r.path).name for r in results] == ["a.wav", "c.wav", "b.flac", "missing.wav"]
+    ok = [r for r in results if isinstance(r, Prediction)]
+    bad = [r for r in results if isinstance(r, PredictionError)]
+    assert [Path(r.path).name for r in ok] == ["a.wav", "b.flac"]
+    assert bad[0].path == str(root / "c.wav") and "unreadable" in bad[0].reason
+    assert bad[1].path == str(missing) and "not found" in bad[1].reason
+    assert json.loads(bad[0].to_json())["error"] == bad[0].reason
+
+
+def test_inference_does_not_import_torch():
+    code = ("import sys, audioflow.inference; "
+            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
