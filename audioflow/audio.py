@@ -54,10 +54,10 @@ def info(path: str | Path) -> AudioInfo:
 def read(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode to float32 of shape [frames, channels] in [-1, 1] and the native rate."""
     p = Path(path)
-    info(p)  # uniform errors for missing, empty and unreadable files
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except Exception as exc:
+        info(p)  # names the cause (missing, empty, unreadable) in the same words as info()
         raise AudioError(p, f"unreadable or unsupported format ({_short(exc)})") from exc
     if data.shape[0] == 0:
         raise AudioError(p, "no samples (0 frames)")

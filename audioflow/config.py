@@ -55,7 +55,7 @@ class FeaturesConfig(_Section):
     n_fft: int | None = None  # null = next power of two >= max(window, 8 * n_mels)
     f_min: float = Field(0.0, ge=0)  # Hz
     f_max: float | None = None  # Hz; null = Nyquist
-    batch_size: int = Field(64, ge=1)  # windows per featurize batch
+    batch_size: int = Field(16, ge=1)  # windows per featurize batch; small batches stay in CPU cache
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
@@ -78,7 +78,7 @@ class SplitConfig(_Section):
 
 class ModelConfig(_Section):
     name: str = "cnn"
-    channels: list[int] = [16, 32, 64]  # conv widths, one block each (each block halves F and T)
+    channels: list[int] = [16, 32, 64, 128]  # stride-2 stem width, then one conv block per entry
     dropout: float = Field(0.2, ge=0, lt=1)
 
 
@@ -90,7 +90,7 @@ class TrainConfig(_Section):
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float = Field(5.0, gt=0)  # max global L2 norm of the gradients
     patience: int = Field(8, ge=1)  # epochs without a better val metric before stopping
-    monitor: Literal["macro_f1", "accuracy", "balanced_accuracy", "loss"] = "macro_f1"
+    monitor: Literal["loss", "macro_f1", "accuracy", "balanced_accuracy"] = "loss"  # on val
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision, CUDA only
@@ -104,7 +104,7 @@ class EvaluateConfig(_Section):
 
 
 class ExportConfig(_Section):
-    opset: int = Field(18, ge=17)
+    opset: int = Field(18, ge=18)  # torch 2.11 dynamo export builds opset-18 graphs
     atol: float = Field(1e-4, gt=0)  # ONNX Runtime vs PyTorch, on held-out audio
 
 

@@ -52,23 +52,24 @@ class LogMel(nn.Module):
         self.sample_rate = sample_rate
         self.hop_length = hop_length
         self.n_mels = n_mels
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate,
+        self.n_fft = n_fft
+        self.stft = torchaudio.transforms.Spectrogram(
             n_fft=n_fft,
             win_length=win_length,
             hop_length=hop_length,
-            f_min=f_min,
-            f_max=f_max,
-            n_mels=n_mels,
-            power=2.0,
+            power=None,  # complex; the power is taken below, faster than abs().pow(2)
             center=True,
             pad_mode="constant",  # reflect padding fails on windows shorter than n_fft / 2
+        )
+        self.mel = torchaudio.transforms.MelScale(
+            n_mels=n_mels, sample_rate=sample_rate, f_min=f_min, f_max=f_max, n_stft=n_fft // 2 + 1
         )
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """[batch, samples] float -> [batch, n_mels, samples // hop_length + 1]."""
-        spec = self.mel(waveform)
-        return 10.0 * torch.log10(torch.clamp(spec, min=LOG_FLOOR))
+        spec = self.stft(waveform)
+        power = spec.real.square() + spec.imag.square()
+        return 10.0 * torch.log10(torch.clamp(self.mel(power), min=LOG_FLOOR))
 
     def n_frames(self, n_samples: int) -> int:
         return n_samples // self.hop_length + 1
@@ -218,17 +219,26 @@ def featurize(
     writer = _NpyWriter(out / "features.npy", (spec.n_mels, spec.n_frames), np.float32)
     rows: list[dict] = []
     pending: list[np.ndarray] = []
-    n_pending = 0
+    lengths: list[int] = []  # samples of real signal in each pending window (the rest is padding)
+    floor_db = float(10.0 * torch.log10(torch.clamp(torch.zeros(1), min=LOG_FLOOR)))
     t0 = time.perf_counter()
 
     def flush() -> None:
-        nonlocal pending, n_pending
+        # Frames that see only zero padding are exactly the floor value, so the STFT runs only
+        # over the longest real signal in the batch (plus half an FFT of context): short files
+        # in long windows cost what their sound costs, not what the window costs.
+        nonlocal pending, lengths
         if not pending:
             return
-        batch = torch.from_numpy(np.concatenate(pending)).to(device, non_blocking=True)
+        batch = np.concatenate(pending)
+        span = min(spec.window_samples, max(lengths) + spec.n_fft // 2 + spec.hop_length)
+        x = torch.from_numpy(batch[:, :span]).to(device, non_blocking=True)
         with torch.inference_mode():
-            writer.append(front(batch).float().cpu().numpy())
-        pending, n_pending = [], 0
+            head = front(x).float().cpu().numpy()
+        full = np.full((len(batch), spec.n_mels, spec.n_frames), floor_db, dtype=np.float32)
+        full[:, :, : head.shape[2]] = head
+        writer.append(full)
+        pending, lengths = [], []
 
     try:
         bar = tqdm(ds.files.itertuples(index=False), total=len(ds.files), desc="featurize",
@@ -237,11 +247,11 @@ def featurize(
             signal = audio.load(ds.abspath(f.path), spec.sample_rate)
             starts = audio.window_starts(len(signal), spec.window_samples, spec.window_hop_samples)
             pending.append(audio.frame_windows(signal, spec.window_samples, spec.window_hop_samples))
-            n_pending += len(starts)
             for s in starts:
+                lengths.append(min(spec.window_samples, len(signal) - s))
                 rows.append({"path": f.path, "label": f.label, "group": f.group, "fold": f.fold,
                              "start_sample": s})
-            if n_pending >= cfg.batch_size:
+            if len(lengths) >= cfg.batch_size:
                 flush()
         flush()
     finally:
