@@ -8,17 +8,17 @@ from torch import nn
 from audioflow.models import register_model
 
 
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
 class ConvBlock(nn.Sequential):
-    """Two 3x3 conv + batch norm + ReLU, then 2x2 max pooling and dropout."""
+    """3x3 conv + batch norm + ReLU, then 2x2 max pooling and dropout."""
 
     def __init__(self, c_in: int, c_out: int, dropout: float):
         super().__init__(
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_out),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_out),
-            nn.ReLU(inplace=True),
+            *conv_bn_relu(c_in, c_out),
             nn.MaxPool2d(2, ceil_mode=True),
             nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
         )
@@ -27,13 +27,15 @@ class ConvBlock(nn.Sequential):
 class LogMelCNN(nn.Module):
     """[batch, n_mels, frames] log-mel (dB) -> [batch, n_classes] logits.
 
+    ``channels[0]`` is a stride-2 stem; each further entry is one conv block with pooling.
+
     Input is standardised per mel bin with statistics of the training set (buffers, so they
     travel in the checkpoint and the ONNX graph). Time is pooled (mean + max) after the conv
     blocks while the frequency axis stays, because where energy sits in frequency is often
     what separates classes (a murmur band, a formant).
     """
 
-    def __init__(self, n_mels: int, n_classes: int, channels: list[int] | tuple[int, ...] = (16, 32, 64),
+    def __init__(self, n_mels: int, n_classes: int, channels: list[int] | tuple[int, ...] = (16, 32, 64, 128),
                  dropout: float = 0.2):
         super().__init__()
         if n_classes < 2:
@@ -42,14 +44,17 @@ class LogMelCNN(nn.Module):
             raise ValueError("channels must name at least one conv block")
         self.register_buffer("mel_mean", torch.zeros(n_mels))
         self.register_buffer("mel_std", torch.ones(n_mels))
-        blocks, c_in = [], 1
-        for c in channels:
+        # A stride-2 stem halves time and frequency before the first full-width activations:
+        # most of a CNN's CPU time is spent at input resolution.
+        blocks: list[nn.Module] = [nn.Sequential(*conv_bn_relu(1, channels[0], stride=2))]
+        c_in = channels[0]
+        for c in channels[1:]:
             blocks.append(ConvBlock(c_in, c, dropout))
             c_in = c
         self.blocks = nn.Sequential(*blocks)
         f_out = n_mels
         for _ in channels:
-            f_out = -(-f_out // 2)  # ceil_mode pooling
+            f_out = -(-f_out // 2)  # the stem's stride and each block's ceil_mode pooling
         self.head = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(2 * c_in * f_out, n_classes),
@@ -68,5 +73,5 @@ class LogMelCNN(nn.Module):
 
 
 @register_model("cnn")
-def cnn(n_mels: int, n_classes: int, channels=(16, 32, 64), dropout: float = 0.2) -> LogMelCNN:
+def cnn(n_mels: int, n_classes: int, channels=(16, 32, 64, 128), dropout: float = 0.2) -> LogMelCNN:
     return LogMelCNN(n_mels=n_mels, n_classes=n_classes, channels=list(channels), dropout=dropout)
