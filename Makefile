@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` and `make test`. Both bootstrap everything on a
+# fresh machine that has python3 and make: uv (from PyPI) and the locked environment (uv.lock).
+
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+export UV_COMPILE_BYTECODE := 1
+RUN := $(UV) run --frozen --quiet
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup lint bench clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+.venv/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || { \
+	  echo "installing uv from PyPI"; \
+	  python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --user >/dev/null 2>&1 || python3 -m ensurepip >/dev/null; \
+	  python3 -m pip install --user --quiet uv 2>/dev/null || python3 -m pip install --user --quiet --break-system-packages uv; }
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+setup: .venv/.synced  ## install uv if needed and sync the locked environment
+
+demo: setup  ## run the whole pipeline on the built-in demo dataset, then classify one recording
+	$(RUN) audioflow run --demo-data
+	@rec=$$(sed -n 2p outputs/predictions.csv | cut -d, -f1); \
+	  echo; echo "$$ audioflow predict outputs/model.onnx data/$$rec"; \
+	  $(RUN) audioflow predict outputs/model.onnx "data/$$rec"
+
+test: setup  ## run the test suite
+	$(RUN) pytest $(PYTEST_ARGS)
+
+lint: setup  ## ruff
+	$(RUN) ruff check audioflow tests benchmarks
+
+bench: setup  ## the benchmarks in benchmarks/ (see docs/BENCHMARKS.md)
+	$(RUN) python -m benchmarks.featurize_vs_librosa
+
+clean:  ## remove generated data, artifacts and outputs (not the environment)
+	rm -rf artifacts outputs

@@ -1,0 +1,293 @@
+"""``audioflow <stage>``: the command line that make, dvc.yaml and the containers call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+DESCRIPTION = """\
+audioflow: labelled recordings in, a validated, evaluated ONNX classifier out.
+
+Stages (each reads params.yaml and the previous stage's folder under artifacts/):
+  ingest -> validate -> featurize -> split -> train -> evaluate -> export
+`audioflow run` runs them all; `audioflow predict` serves the exported model.
+"""
+
+
+def _quiet_libraries() -> None:
+    # Import-time chatter from third-party libraries would drown our progress and summary.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import logging
+    import warnings
+
+    for name in ("great_expectations", "torch.onnx", "onnxscript", "matplotlib", "PIL"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _params(args):
+    from audioflow.config import load_params
+
+    overrides = {}
+    for item in getattr(args, "set", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise SystemExit(f"--set expects section.key=value, got {item!r}")
+        import yaml
+
+        overrides[key] = yaml.safe_load(value)
+    return load_params(args.params, overrides)
+
+
+def _layout(args):
+    from audioflow.stages import Layout
+
+    return Layout(Path(args.artifacts), Path(args.outputs))
+
+
+def cmd_demo_data(args) -> int:
+    from audioflow.demo import write_demo_dataset
+
+    t0 = time.perf_counter()
+    manifest = write_demo_dataset(args.dir, n_recordings=args.n_recordings, seed=args.seed,
+                                  progress=not args.quiet)
+    say(f"demo-data: wrote {args.n_recordings} recordings and {manifest} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from audioflow import stages
+
+    lay = _layout(args)
+    ds = stages.ingest(_params(args), lay.ingest, progress=not args.quiet)
+    say(f"ingest: {len(ds.files)} recordings, {len(ds.labels)} classes, fingerprint {ds.fingerprint[:12]}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from audioflow import stages
+    from audioflow.validation import DataValidationError
+
+    params, lay = _params(args), _layout(args)
+    if args.dir:
+        # Validate any folder directly: ingest it into a scratch place first.
+        import tempfile
+
+        from audioflow.manifest import ingest
+
+        data = params.data.model_copy(update={"root": args.dir})
+        params = params.model_copy(update={"data": data})
+        scratch = Path(tempfile.mkdtemp(prefix="audioflow-validate-"))
+        ingest(params.data, progress=not args.quiet).save(scratch / "ingest")
+        ingest_dir, out, copy = scratch / "ingest", Path(args.out or scratch / "validate"), None
+    else:
+        ingest_dir, out, copy = lay.ingest, Path(args.out or lay.validate), lay.outputs / "validation_report.json"
+    try:
+        report = stages.validate(params, ingest_dir, out, report_copy=copy, progress=not args.quiet)
+    except DataValidationError as exc:
+        for path, reason in exc.problems:
+            print(f"{path}: {reason}")
+        say(f"validate: FAILED, {len(exc.problems)} problem(s); report: {out / 'report.html'}")
+        return 1
+    say(f"validate: {report.summary.get('n_files', len(report.facts))} recordings passed; report: {out / 'report.html'}")
+    return 0
+
+
+def cmd_featurize(args) -> int:
+    from audioflow import stages
+
+    lay = _layout(args)
+    f = stages.featurize(_params(args), lay.ingest, lay.features, progress=not args.quiet)
+    say(f"featurize: {len(f.index)} windows of {f.spec.n_mels}x{f.spec.n_frames} at {f.spec.sample_rate} Hz")
+    return 0
+
+
+def cmd_split(args) -> int:
+    from audioflow import split as _split
+    from audioflow import stages
+
+    lay = _layout(args)
+    table = stages.split(_params(args), lay.ingest, lay.split)
+    say(f"split: {_split.summary(table)['counts']}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from audioflow import stages
+
+    lay = _layout(args)
+    r = stages.train(_params(args), lay.features, lay.split, lay.train, progress=not args.quiet)
+    say(f"train: best epoch {r.best_epoch}, val {r.monitor} {r.best_metric:.4f}, "
+        f"{len(r.history)} epochs in {r.seconds:.1f}s on {r.device}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from audioflow import stages
+
+    lay = _layout(args)
+    m = stages.evaluate(_params(args), lay.features, lay.split, lay.model_dir, lay.outputs)
+    say(f"evaluate: test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
+        f"on {m['n']} recordings")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from audioflow import stages
+
+    lay = _layout(args)
+    r = stages.export(_params(args), lay.model_dir, lay.ingest, lay.split, lay.onnx)
+    say(f"export: {lay.onnx} ({r.get('size_bytes', 0) / 1e6:.2f} MB), "
+        f"ONNX Runtime vs PyTorch max |diff| {r.get('max_abs_diff', float('nan')):.2e}")
+    return 0
+
+
+STAGES = {
+    "ingest": cmd_ingest,
+    "validate": cmd_validate,
+    "featurize": cmd_featurize,
+    "split": cmd_split,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "export": cmd_export,
+}
+
+
+def cmd_run(args) -> int:
+    """Every stage in order, then a summary."""
+    params = _params(args)
+    data_root = Path(params.data.root)
+    if args.demo_data and not data_root.exists():
+        from audioflow.demo import write_demo_dataset
+
+        say(f"run: {data_root} is absent, writing the built-in demo dataset there")
+        write_demo_dataset(data_root, progress=not args.quiet)
+    t0 = time.perf_counter()
+    args.dir, args.out = None, None
+    for name, fn in STAGES.items():
+        rc = fn(args)
+        if rc:
+            return rc
+    lay = _layout(args)
+    print_summary(lay, time.perf_counter() - t0)
+    return 0
+
+
+def print_summary(lay, seconds: float) -> None:
+    ds = json.loads((lay.ingest / "dataset.json").read_text())
+    metrics = json.loads((lay.outputs / "metrics.json").read_text())
+    s = metrics["split"]
+    print()
+    print(f"dataset      {ds['root']}: {ds['n_files']} recordings, {len(ds['labels'])} classes "
+          f"({', '.join(ds['labels'])}), {ds['n_groups']} groups")
+    print(f"split        train {s['train']} / val {s['val']} / test {s['test']} recordings")
+    print(f"test         accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
+          f"balanced accuracy {metrics['balanced_accuracy']:.3f}")
+    print(f"confusion    {lay.outputs / 'confusion_matrix.png'}")
+    print(f"model        {lay.onnx}")
+    print(f"took         {seconds:.0f}s")
+
+
+def cmd_predict(args) -> int:
+    from audioflow.inference import Predictor
+
+    predictor = Predictor(args.model)
+    failed = 0
+    for item in predictor.predict_paths(args.paths):
+        if hasattr(item, "probabilities"):
+            line = item.to_json()
+        else:
+            failed += 1
+            line = json.dumps({"path": str(item.path), "error": str(item.reason)})
+            say(f"{item.path}: {item.reason}")
+        print(line, flush=True)
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audioflow", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from audioflow import __version__
+
+    parser.add_argument("--version", action="version", version=f"audioflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    common.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override one parameter, e.g. --set train.epochs=5 (repeatable)")
+    common.add_argument("--artifacts", default="artifacts",
+                        help="folder for intermediate stage outputs (default: artifacts)")
+    common.add_argument("--outputs", default="outputs",
+                        help="folder for the files people look at (default: outputs)")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("demo-data", help="write the built-in synthetic heart-sound dataset")
+    p.add_argument("dir", help="folder to write (recordings/ and manifest.csv)")
+    p.add_argument("--n-recordings", type=int, default=300, help="how many recordings (default: 300)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, byte-identical files (default: 0)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_demo_data)
+
+    helps = {
+        "ingest": "find recordings and labels, hash their content",
+        "featurize": "decode, resample, window and compute log-mel features",
+        "split": "stratified, group-aware train/val/test split",
+        "train": "train the model, keep the best checkpoint (resumes after a crash)",
+        "evaluate": "test-set metrics, confusion matrix (CSV + PNG), predictions",
+        "export": "ONNX export (waveform in, logits out) with a parity check",
+    }
+    for name, fn in STAGES.items():
+        if name == "validate":
+            p = sub.add_parser(name, parents=[common], help="check every recording (Great Expectations)",
+                               description="Check every recording; print each problem as 'path: reason' "
+                                           "and exit 1 when the data fails.")
+            p.add_argument("dir", nargs="?", help="validate this folder directly instead of the ingest output")
+            p.add_argument("--out", help="report folder (default: artifacts/validate)")
+        else:
+            p = sub.add_parser(name, parents=[common], help=helps[name], description=helps[name])
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("run", parents=[common], help="run every stage and print a summary")
+    p.add_argument("--demo-data", action="store_true",
+                   help="write the demo dataset into data.root first if that folder is absent")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("predict", help="classify audio files or folders with an exported ONNX model",
+                       description="Print one JSON line per recording: path, label, probabilities.")
+    p.add_argument("model", help="model.onnx written by `audioflow export`")
+    p.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
+    p.set_defaults(fn=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    from audioflow.audio import AudioError
+    from audioflow.config import ParamsError
+    from audioflow.manifest import ManifestError
+    from audioflow.split import SplitError
+    from audioflow.stages import QualityGateError
+
+    try:
+        return args.fn(args)
+    except (ParamsError, ManifestError, SplitError, AudioError, QualityGateError, FileNotFoundError) as exc:
+        say(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The command line end to end: every stage on a small demo dataset, then predict."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import tone, write_wav
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def audioflow(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, "-m", "audioflow.cli", *args], cwd=cwd,
+                       capture_output=True, text=True, timeout=900)
+    if check and p.returncode != 0:
+        raise AssertionError(f"audioflow {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def test_help_explains_every_stage(tmp_path: Path):
+    out = audioflow("--help", cwd=tmp_path).stdout
+    for stage in ("ingest", "validate", "featurize", "split", "train", "evaluate", "export",
+                  "predict", "demo-data", "run"):
+        assert stage in out
+    assert "--set" in audioflow("train", "--help", cwd=tmp_path).stdout
+
+
+@pytest.mark.slow
+def test_run_all_stages_then_predict(tmp_path: Path):
+    from audioflow.demo import write_demo_dataset
+
+    write_demo_dataset(tmp_path / "data", n_recordings=60, seed=3, min_s=2.0, max_s=3.0, progress=False)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    p = audioflow("run", "-q", "--set", "train.epochs=3", "--set", "features.window_s=1.5",
+                  "--set", "model.channels=[8,16]", "--set", "validate.min_per_class=3", cwd=tmp_path)
+    assert "test         accuracy" in p.stdout and "outputs/model.onnx" in p.stdout
+    out = tmp_path / "outputs"
+    for name in ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "model.onnx",
+                 "validation_report.json", "predictions.csv"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"accuracy", "macro_f1", "balanced_accuracy", "per_class"} <= set(metrics)
+    assert metrics["n"] == metrics["split"]["test"] > 0
+    cm = np.loadtxt(out / "confusion_matrix.csv", delimiter=",", skiprows=1, usecols=(1, 2, 3))
+    assert cm.sum() == metrics["n"]
+    # Every stage wrote the parameters it used beside its outputs.
+    for stage in ("ingest", "validate", "features", "split", "train"):
+        assert (tmp_path / "artifacts" / stage / "params.json").exists(), stage
+
+    rec = sorted((tmp_path / "data/recordings").rglob("*.wav"))[:2]
+    pr = audioflow("predict", str(out / "model.onnx"), *map(str, rec), cwd=tmp_path)
+    lines = [json.loads(x) for x in pr.stdout.splitlines()]
+    assert [x["path"] for x in lines] == list(map(str, rec))
+    for x in lines:
+        assert x["label"] in metrics["per_class"]
+        assert abs(sum(x["probabilities"].values()) - 1) < 1e-5
+
+
+def test_validate_dir_lists_every_problem(tmp_path: Path):
+    data = tmp_path / "d"
+    for label in ("a", "b"):
+        for k in range(5):
+            write_wav(data / label / f"{k}.wav", tone(300 + 500 * (label == "b") + k, 0.4, 8000, seed=k), 8000)
+    write_wav(data / "a" / "silent.wav", np.zeros(4000, dtype=np.float32), 8000)
+    (data / "b" / "broken.wav").write_bytes(b"not audio at all" * 20)
+    p = audioflow("validate", str(data), "-q", "--params", str(tmp_path / "none.yaml"), cwd=tmp_path, check=False)
+    assert p.returncode == 1, p.stderr
+    lines = p.stdout.splitlines()
+    assert any(line.startswith("a/silent.wav: ") and "silent" in line for line in lines), lines
+    assert any(line.startswith("b/broken.wav: ") and "unreadable" in line for line in lines), lines
+
+
+def test_bad_params_exit_2_with_the_key(tmp_path: Path):
+    (tmp_path / "params.yaml").write_text("train:\n  epochz: 1\n")
+    p = audioflow("ingest", cwd=tmp_path, check=False)
+    assert p.returncode == 2 and "train.epochz: unknown key" in p.stderr
