@@ -43,8 +43,17 @@ def test_without_groups_each_file_is_its_own_group():
 
 
 def test_too_few_groups_is_a_clear_error():
-    with pytest.raises(SplitError, match="only 3 group"):
+    with pytest.raises(SplitError, match="only 1 group"):
+        split_files(table(n_groups=1), SplitConfig())
+    # Three groups, one per class: a class would be missing from training.
+    with pytest.raises(SplitError, match="no training recordings"):
         split_files(table(n_groups=3), SplitConfig())
+
+
+def test_few_groups_hold_out_whole_groups():
+    t = split_files(table(n_groups=6, labels=("a", "b")), SplitConfig())
+    assert t.groupby("group")["split"].nunique().max() == 1
+    assert set(t["split"]) == {"train", "val", "test"}
 
 
 def test_predefined_folds_and_val_carved_from_train():
