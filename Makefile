@@ -28,7 +28,8 @@ demo: setup  ## run the whole pipeline on the built-in demo dataset, then classi
 	  echo; echo "$$ audioflow predict outputs/model.onnx data/$$rec"; \
 	  $(RUN) audioflow predict outputs/model.onnx "data/$$rec"
 
-test: setup  ## run the test suite
+test: setup  ## lint, then run the test suite
+	$(RUN) ruff check audioflow tests benchmarks
 	$(RUN) pytest $(PYTEST_ARGS)
 
 lint: setup  ## ruff

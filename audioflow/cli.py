@@ -98,7 +98,8 @@ def cmd_validate(args) -> int:
             print(f"{path}: {reason}")
         say(f"validate: FAILED, {len(exc.problems)} problem(s); report: {out / 'report.html'}")
         return 1
-    say(f"validate: {report.summary.get('n_files', len(report.facts))} recordings passed; report: {out / 'report.html'}")
+    n = report.summary.get("n_files", len(report.facts))
+    say(f"validate: {n} recordings passed; report: {out / 'report.html'}")
     return 0
 
 
@@ -173,7 +174,7 @@ def cmd_run(args) -> int:
         write_demo_dataset(data_root, progress=not args.quiet)
     t0 = time.perf_counter()
     args.dir, args.out = None, None
-    for name, fn in STAGES.items():
+    for fn in STAGES.values():
         rc = fn(args)
         if rc:
             return rc

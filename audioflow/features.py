@@ -263,7 +263,7 @@ def featurize(
         "spec": spec.to_dict(),
         "labels": ds.labels,
         "n_windows": len(index),
-        "n_files": int(len(ds.files)),
+        "n_files": len(ds.files),
         "device": str(device),
         "seconds": round(time.perf_counter() - t0, 3),
         "dataset_fingerprint": ds.fingerprint,

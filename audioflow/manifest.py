@@ -47,7 +47,7 @@ class Dataset:
         summary = {
             "root": str(self.root),
             "fingerprint": self.fingerprint,
-            "n_files": int(len(self.files)),
+            "n_files": len(self.files),
             "labels": self.labels,
             "per_label": {k: int(v) for k, v in self.files["label"].value_counts().sort_index().items()},
             "n_groups": int(self.files["group"].nunique()),

@@ -120,7 +120,7 @@ def summary(files: pd.DataFrame) -> dict:
     table = files.groupby(["split", "label"]).size().unstack(fill_value=0)
     return {
         "counts": {s: int((files["split"] == s).sum()) for s in SPLITS},
-        "groups": {s: int(len(set(_groups(files[files["split"] == s])))) for s in SPLITS},
+        "groups": {s: len(set(_groups(files[files["split"] == s]))) for s in SPLITS},
         "per_label": {s: {k: int(v) for k, v in table.loc[s].items()} for s in SPLITS if s in table.index},
     }
 

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from audioflow.config import ParamsError, load_params
 
@@ -31,8 +32,8 @@ def test_unknown_section(tmp_path: Path):
 def test_overrides_and_frozen(tmp_path: Path):
     p = load_params(tmp_path / "absent.yaml", {"train.epochs": 2, "features.sample_rate": 8000})
     assert p.train.epochs == 2 and p.features.sample_rate == 8000
-    with pytest.raises(Exception):
-        p.train.epochs = 3  # frozen
+    with pytest.raises(ValidationError, match="frozen"):
+        p.train.epochs = 3
 
 
 def test_section_hash_changes_only_with_its_section():

@@ -32,4 +32,4 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return factory(**kwargs)
 
 
-from audioflow.models import cnn  # noqa: E402,F401  (registers the built-in models)
+from audioflow.models import cnn  # noqa: F401  (registers the built-in models)
