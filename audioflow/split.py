@@ -38,8 +38,10 @@ def _carve(files: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of about ``fraction`` of the rows, stratified by label, whole groups only."""
     groups = _groups(files)
     n_groups = len(set(groups))
-    # With fewer groups than folds (6 speakers, 15 %), hold out one group's worth instead.
-    n_splits = min(max(2, round(1 / fraction)), n_groups)
+    # With fewer groups per class than folds (6 speakers, 15 %), hold out a larger share so
+    # that the held-out part still gets a group of every class.
+    per_class = int(pd.Series(groups).groupby(files["label"].to_numpy()).nunique().min())
+    n_splits = min(max(2, round(1 / fraction)), per_class if per_class >= 2 else n_groups)
     if n_splits < 2:
         raise SplitError(
             f"cannot hold out {fraction:.0%} by group: only {n_groups} group(s); "

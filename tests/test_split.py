@@ -52,7 +52,8 @@ def test_too_few_groups_is_a_clear_error():
 def test_few_groups_hold_out_whole_groups():
     t = split_files(table(n_groups=6, labels=("a", "b")), SplitConfig())
     assert t.groupby("group")["split"].nunique().max() == 1
-    assert set(t["split"]) == {"train", "val", "test"}
+    for name in ("train", "val", "test"):
+        assert set(t.loc[t.split == name, "label"]) == {"a", "b"}, name
 
 
 def test_predefined_folds_and_val_carved_from_train():
