@@ -89,7 +89,7 @@ def _quiet_exporter(caught: list[str]) -> Iterator[None]:
     version-converter fallbacks) is noise for a pipeline user; warnings are kept, deduplicated,
     in the export report instead of printed.
     """
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
     old_levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

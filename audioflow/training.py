@@ -6,6 +6,7 @@ every epoch the full state goes to ``checkpoint/last.pt``, so a crash resumes wh
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -50,6 +51,18 @@ class TrainResult:
             "device": self.device,
             "seconds": round(self.seconds, 2),
         }
+
+
+def model_hash(params: Params, features: Features) -> str:
+    """What a trained model depends on besides the data: model, train and the feature spec.
+
+    The spec comes from the features themselves, not params.yaml, because a front that hands
+    train only its own sections (ZenML) must still never resume a checkpoint of other features.
+    """
+    d = params.to_dict()
+    blob = json.dumps({"model": d["model"], "train": d["train"], "spec": features.spec.to_dict()},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def seed_everything(seed: int) -> None:
@@ -173,8 +186,7 @@ def train(
 
     model_kwargs = {"n_mels": features.spec.n_mels, "n_classes": len(labels),
                     "channels": list(params.model.channels), "dropout": params.model.dropout}
-    meta = ModelMeta(params.model.name, model_kwargs, labels, features.spec,
-                     params.section_hash("features", "model", "train"),
+    meta = ModelMeta(params.model.name, model_kwargs, labels, features.spec, model_hash(params, features),
                      json.loads((features.dir / "features.json").read_text())["dataset_fingerprint"])
     model = meta.build()
     mean, std = mel_statistics(arr, train_rows)

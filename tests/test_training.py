@@ -98,3 +98,15 @@ def test_checkpoint_state_loads_without_pickle(prepared, tmp_path: Path):
     state = torch.load(tmp_path / "t/checkpoint/last.pt", weights_only=True)
     assert state["epoch"] == 4
     assert np.isfinite(state["best_score"])
+
+
+def test_other_features_never_resume_a_checkpoint(prepared, tmp_path: Path):
+    params, feats, table = prepared
+    train(feats, table, params, tmp_path / "t", progress=False)
+    from audioflow.features import featurize as fz
+    from audioflow.manifest import ingest as ing
+
+    other = fz(ing(params.data, progress=False), params.features.model_copy(update={"hop_ms": 20.0}),
+               tmp_path / "f2", progress=False)
+    r = train(other, table, params, tmp_path / "t", progress=False)
+    assert r.resumed_from_epoch == 0
