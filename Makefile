@@ -22,18 +22,18 @@ help:  ## list the targets
 
 setup: .venv/.synced  ## install uv if needed and sync the locked environment
 
-demo: setup  ## run the whole pipeline on the built-in demo dataset, then classify one recording
-	$(RUN) audioflow run --demo-data
+demo: setup  ## run the ZenML pipeline on the built-in demo dataset, then classify one recording
+	$(RUN) python -m pipelines.run --demo-data
 	@rec=$$(sed -n 2p outputs/predictions.csv | cut -d, -f1); \
 	  echo; echo "$$ audioflow predict outputs/model.onnx data/$$rec"; \
 	  $(RUN) audioflow predict outputs/model.onnx "data/$$rec"
 
 test: setup  ## lint, then run the test suite
-	$(RUN) ruff check audioflow tests benchmarks
+	$(RUN) ruff check audioflow steps pipelines tests benchmarks
 	$(RUN) pytest $(PYTEST_ARGS)
 
 lint: setup  ## ruff
-	$(RUN) ruff check audioflow tests benchmarks
+	$(RUN) ruff check audioflow steps pipelines tests benchmarks
 
 bench: setup  ## the benchmarks in benchmarks/ (see docs/BENCHMARKS.md)
 	$(RUN) python -m benchmarks.featurize_vs_librosa

@@ -163,15 +163,21 @@ STAGES = {
 }
 
 
+def ensure_demo_data(root: Path, progress: bool = True) -> None:
+    """Write the built-in demo dataset into ``root`` unless that folder already exists."""
+    if root.exists():
+        return
+    from audioflow.demo import write_demo_dataset
+
+    say(f"{root} is absent: writing the built-in demo dataset there")
+    write_demo_dataset(root, progress=progress)
+
+
 def cmd_run(args) -> int:
     """Every stage in order, then a summary."""
     params = _params(args)
-    data_root = Path(params.data.root)
-    if args.demo_data and not data_root.exists():
-        from audioflow.demo import write_demo_dataset
-
-        say(f"run: {data_root} is absent, writing the built-in demo dataset there")
-        write_demo_dataset(data_root, progress=not args.quiet)
+    if args.demo_data:
+        ensure_demo_data(Path(params.data.root), progress=not args.quiet)
     t0 = time.perf_counter()
     args.dir, args.out = None, None
     for fn in STAGES.values():
@@ -179,13 +185,14 @@ def cmd_run(args) -> int:
         if rc:
             return rc
     lay = _layout(args)
-    print_summary(lay, time.perf_counter() - t0)
+    print_summary(lay.ingest / "dataset.json", lay.outputs, time.perf_counter() - t0)
     return 0
 
 
-def print_summary(lay, seconds: float) -> None:
-    ds = json.loads((lay.ingest / "dataset.json").read_text())
-    metrics = json.loads((lay.outputs / "metrics.json").read_text())
+def print_summary(dataset_json: Path, outputs: Path, seconds: float) -> None:
+    """The closing lines of a run: data, split, test figures, where the results are."""
+    ds = json.loads(dataset_json.read_text())
+    metrics = json.loads((outputs / "metrics.json").read_text())
     s = metrics["split"]
     print()
     print(f"dataset      {ds['root']}: {ds['n_files']} recordings, {len(ds['labels'])} classes "
@@ -193,8 +200,8 @@ def print_summary(lay, seconds: float) -> None:
     print(f"split        train {s['train']} / val {s['val']} / test {s['test']} recordings")
     print(f"test         accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
           f"balanced accuracy {metrics['balanced_accuracy']:.3f}")
-    print(f"confusion    {lay.outputs / 'confusion_matrix.png'}")
-    print(f"model        {lay.onnx}")
+    print(f"confusion    {outputs / 'confusion_matrix.png'}")
+    print(f"model        {outputs / 'model.onnx'}")
     print(f"took         {seconds:.0f}s")
 
 

@@ -179,3 +179,16 @@ def export(params: Params, model_dir: Path, ingest_dir: Path, split_dir: Path, o
                          atol=params.export.atol)
     (out_path.parent / "export.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
+
+
+PUBLISHED = ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv")
+
+
+def publish(validation_dir: Path, evaluation_dir: Path, onnx_path: Path, outputs: Path) -> None:
+    """Copy the files people look at from stage folders (e.g. ZenML artifacts) to ``outputs``."""
+    outputs.mkdir(parents=True, exist_ok=True)
+    for name in PUBLISHED:
+        shutil.copyfile(evaluation_dir / name, outputs / name)
+    shutil.copyfile(validation_dir / "report.json", outputs / "validation_report.json")
+    shutil.copyfile(validation_dir / "report.html", outputs / "validation_report.html")
+    shutil.copyfile(onnx_path, outputs / "model.onnx")

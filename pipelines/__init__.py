@@ -1,0 +1,1 @@
+"""Orchestrator fronts: ZenML (``training``) and the runner behind ``make demo`` (``run``)."""

@@ -1,0 +1,45 @@
+"""What the steps share: params sections in, stage folders out, HTML for the dashboard."""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from zenml.types import HTMLString
+
+from audioflow.config import Params, load_params, params_from_dict
+
+PARAMS_ENV = "AUDIOFLOW_PARAMS"  # which params.yaml the pipeline was compiled from
+
+
+def params_file() -> Path:
+    return Path(os.environ.get(PARAMS_ENV, "params.yaml"))
+
+
+def params(**sections: dict[str, Any]) -> Params:
+    """Params from the sections a step received (the rest keep their defaults)."""
+    return params_from_dict(dict(sections), source="step parameters")
+
+
+def data_fingerprint() -> str:
+    """ZenML cache function of the ingest step: the content fingerprint of the recordings.
+
+    ZenML sees artifacts, not files; without this a changed recording would hit the cache.
+    """
+    from audioflow.manifest import ingest as _ingest
+
+    return _ingest(load_params(params_file()).data, progress=False).fingerprint
+
+
+def stage_dir(stage: str) -> Path:
+    """A fresh folder for a stage's outputs; ZenML archives it as the step's Path artifact."""
+    return Path(tempfile.mkdtemp(prefix=f"audioflow-{stage}-"))
+
+
+def png_html(path: Path, title: str) -> HTMLString:
+    """A PNG embedded in HTML, so the dashboard shows it without another materializer."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return HTMLString(f'<h3>{title}</h3><img alt="{title}" src="data:image/png;base64,{data}"/>')

@@ -1,0 +1,17 @@
+from pathlib import Path
+from typing import Annotated, Any
+
+from zenml import log_metadata, step
+
+from audioflow import split as split_lib
+from audioflow import stages
+from steps._common import params, stage_dir
+
+
+@step
+def split(validated_dataset: Path, split_cfg: dict[str, Any]) -> Annotated[Path, "split"]:
+    """Stratified, group-aware train/val/test assignment of recordings."""
+    out = stage_dir("split")
+    table = stages.split(params(split=split_cfg), validated_dataset, out)
+    log_metadata(metadata=split_lib.summary(table)["counts"])
+    return out

@@ -1,0 +1,168 @@
+"""The ZenML pipeline against a real local ZenML store (SQLite) in a temporary config path.
+
+Each run is the documented command, `zenml pipeline run pipelines.training.training_pipeline
+-c configs/local.yaml`, in a temporary project made by `zenml init`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STEPS = ["ingest", "validate", "featurize", "split", "train", "evaluate", "export", "publish"]
+
+pytestmark = pytest.mark.slow
+
+LAST_RUN = """
+import json
+from zenml.client import Client
+c = Client()
+run = c.list_pipeline_runs(sort_by="desc:created", size=1).items[0]
+run = c.get_pipeline_run(run.id)
+mv = run.model_version
+print(json.dumps({
+    "status": run.status.value,
+    "steps": {n: s.status.value for n, s in run.steps.items()},
+    "run_metadata": {k: v for k, v in run.run_metadata.items()},
+    "model_version": None if mv is None else {"name": mv.name, "stage": mv.stage,
+        "metadata": dict(c.get_model_version(mv.model.name, mv.name).run_metadata)},
+    "visualized": sorted(n for s in run.steps.values() for n, a in s.outputs.items()
+                         if a[0].visualizations),
+}, default=str))
+"""
+
+
+class Project:
+    def __init__(self, root: Path):
+        self.root = root
+        self.env = os.environ | {
+            "ZENML_CONFIG_PATH": str(root / ".zenml-config"),
+            "ZENML_ANALYTICS_OPT_IN": "false",
+            "ZENML_ENABLE_RICH_TRACEBACK": "false",
+            "AUDIOFLOW_PARAMS": str(root / "params.yaml"),
+        }
+
+    def sh(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        p = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=900)
+        if check and p.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} -> {p.returncode}\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}")
+        return p
+
+    def run(self, check: bool = True) -> dict:
+        p = self.sh(str(BIN / "zenml"), "pipeline", "run", "pipelines.training.training_pipeline",
+                    "-c", "configs/local.yaml", check=check)
+        last = json.loads(self.sh(sys.executable, "-c", LAST_RUN).stdout.strip().splitlines()[-1])
+        last["log"] = p.stdout + p.stderr
+        return last
+
+    def set_param(self, section: str, key: str, value) -> None:
+        f = self.root / "params.yaml"
+        p = yaml.safe_load(f.read_text())
+        p[section][key] = value
+        f.write_text(yaml.safe_dump(p))
+
+
+def rerun(last: dict) -> set[str]:
+    return {name for name, status in last["steps"].items() if status == "completed"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Project:
+    from audioflow.demo import write_demo_dataset
+
+    root = tmp_path_factory.mktemp("zenml-project")
+    for d in ("steps", "pipelines", "configs"):
+        shutil.copytree(ROOT / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(ROOT / "params.yaml", root / "params.yaml")
+    write_demo_dataset(root / "data", n_recordings=60, seed=5, min_s=2.0, max_s=3.0, progress=False)
+    proj = Project(root)
+    for section, key, value in [("train", "epochs", 3), ("features", "window_s", 1.5),
+                                ("model", "channels", [8, 16]), ("validate", "min_per_class", 3)]:
+        proj.set_param(section, key, value)
+    proj.sh(str(BIN / "zenml"), "init")
+    proj.first = proj.run()
+    return proj
+
+
+def test_first_run_runs_every_step_and_writes_outputs(project: Project):
+    first = project.first
+    assert first["status"] == "completed"
+    assert rerun(first) == set(STEPS)
+    out = project.root / "outputs"
+    for name in ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "model.onnx",
+                 "validation_report.json", "predictions.csv"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    # Metrics are logged as run metadata and on the registered model version.
+    assert first["run_metadata"]["macro_f1"] == pytest.approx(metrics["macro_f1"])
+    mv = first["model_version"]
+    assert mv is not None and mv["metadata"]["macro_f1"] == pytest.approx(metrics["macro_f1"])
+    assert mv["stage"] == "staging"  # promoted: the quality gate passed
+    # What the dashboard can show.
+    assert {"validation_report", "confusion_matrix", "training_curves"} <= set(first["visualized"])
+    # Import noise from Great Expectations does not reach the user.
+    assert "great_expectations" not in first["log"].lower()
+
+
+def test_unchanged_rerun_reuses_every_step(project: Project):
+    (project.root / "outputs" / "metrics.json").unlink()
+    last = project.run()
+    assert rerun(last) == {"publish"}  # publish is never cached: it refreshes outputs/
+    assert (project.root / "outputs" / "metrics.json").exists()
+
+
+def test_train_parameter_reruns_only_train_and_after(project: Project):
+    project.set_param("train", "lr", 0.002)
+    last = project.run()
+    assert rerun(last) == {"train", "evaluate", "export", "publish"}
+
+
+def test_featurize_parameter_reruns_featurize_and_after(project: Project):
+    project.set_param("features", "n_mels", 32)
+    last = project.run()
+    assert rerun(last) == {"featurize", "train", "evaluate", "export", "publish"}
+
+
+@pytest.mark.parametrize("change", ["modify", "add", "remove"])
+def test_changed_recordings_rerun_everything(project: Project, change: str):
+    data = project.root / "data"
+    manifest = data / "manifest.csv"
+    rows = manifest.read_text().splitlines()
+    victim = data / rows[1].split(",")[0]
+    if change == "modify":
+        y, sr = sf.read(victim, dtype="float32")
+        sf.write(victim, np.clip(y * 0.5 + 0.01 * np.sin(np.arange(len(y))), -1, 1), sr)
+    elif change == "add":
+        extra = victim.with_name("extra_" + victim.name)
+        shutil.copyfile(victim, extra)
+        y, sr = sf.read(extra, dtype="float32")
+        sf.write(extra, y[::-1].copy(), sr)  # new content, not a duplicate
+        label, group = rows[1].split(",")[1:3]
+        manifest.write_text("\n".join(rows + [f"{extra.relative_to(data).as_posix()},{label},{group}"]) + "\n")
+    else:
+        victim.unlink()
+        manifest.write_text("\n".join(rows[:1] + rows[2:]) + "\n")
+    last = project.run()
+    assert rerun(last) == set(STEPS)
+
+
+def test_quality_gate_fails_the_run_and_does_not_promote(project: Project):
+    project.set_param("evaluate", "min_macro_f1", 1.0)
+    project.set_param("train", "epochs", 1)
+    project.set_param("train", "lr", 1e-6)  # an untrained model: macro-F1 far below 1
+    last = project.run(check=False)
+    assert last["status"] == "failed"
+    assert "below evaluate.min_macro_f1=1.0" in last["log"]
+    assert last["steps"]["evaluate"] == "failed" and "publish" not in rerun(last)
+    assert last["model_version"]["stage"] in (None, "None", "none")
