@@ -7,7 +7,6 @@ features cannot drift from training features.
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -221,7 +220,6 @@ def featurize(
     pending: list[np.ndarray] = []
     lengths: list[int] = []  # samples of real signal in each pending window (the rest is padding)
     floor_db = float(10.0 * torch.log10(torch.clamp(torch.zeros(1), min=LOG_FLOOR)))
-    t0 = time.perf_counter()
 
     def flush() -> None:
         # Frames that see only zero padding are exactly the floor value, so the STFT runs only
@@ -264,8 +262,6 @@ def featurize(
         "labels": ds.labels,
         "n_windows": len(index),
         "n_files": len(ds.files),
-        "device": str(device),
-        "seconds": round(time.perf_counter() - t0, 3),
         "dataset_fingerprint": ds.fingerprint,
     }
     (out / "features.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -153,7 +153,9 @@ def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
     """Read the manifest (or folders) and hash every file's content."""
     from tqdm import tqdm
 
-    root = Path(cfg.root).resolve()
+    # Kept as configured (relative to the working directory when it is relative), so stage
+    # outputs stay valid in another checkout of the same project.
+    root = Path(cfg.root)
     df = read_manifest(cfg)
     missing = [p for p in df["path"] if not (root / p).is_file()]
     if missing:

@@ -207,7 +207,10 @@ def train(
     result = TrainResult(out / "model", monitor=cfg.monitor, device=str(device))
     best_score, bad_epochs, start_epoch = -math.inf, 0, 0
     ckpt_path = out / "checkpoint" / "last.pt"
-    run_key = meta.params_hash + ":" + meta.dataset_fingerprint
+    # Resume only the same run: same model, training, features, data and split.
+    split_key = hashlib.sha256(
+        json.dumps([sorted(map(str, train_rows)), sorted(map(str, val_rows))]).encode()).hexdigest()[:16]
+    run_key = f"{meta.params_hash}:{meta.dataset_fingerprint}:{split_key}"
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if state.get("run_key") == run_key:
@@ -286,6 +289,9 @@ def train(
     result.seconds = time.perf_counter() - t0
     write_history(result.history, out)
     (out / "train.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+    # The checkpoint exists to survive a crash. A finished run removes it, so the next run
+    # (new code, `dvc repro -f`) trains afresh instead of "resuming" a completed one.
+    ckpt_path.unlink(missing_ok=True)
     return result
 
 

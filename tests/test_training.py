@@ -92,12 +92,54 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(prepared, tmp_path: Pat
     assert r.resumed_from_epoch == 0 and len(r.history) == 4
 
 
-def test_checkpoint_state_loads_without_pickle(prepared, tmp_path: Path):
+def test_finished_run_leaves_no_checkpoint_to_resume(prepared, tmp_path: Path):
     params, feats, table = prepared
     train(feats, table, params, tmp_path / "t", progress=False)
+    assert not (tmp_path / "t/checkpoint/last.pt").exists()
+    # Rerunning (new code, `dvc repro -f`) trains again and writes the model again.
+    import shutil
+
+    shutil.rmtree(tmp_path / "t/model")
+    r = train(feats, table, params, tmp_path / "t", progress=False)
+    assert r.resumed_from_epoch == 0 and (tmp_path / "t/model/model.safetensors").exists()
+
+
+def test_crash_checkpoint_loads_without_pickle(prepared, tmp_path: Path, monkeypatch):
+    params, feats, table = prepared
+    import audioflow.training as tr
+
+    def crash(*a, **kw):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(tr, "write_history", crash)  # after the last epoch's checkpoint
+    with pytest.raises(RuntimeError):
+        train(feats, table, params, tmp_path / "t", progress=False)
     state = torch.load(tmp_path / "t/checkpoint/last.pt", weights_only=True)
-    assert state["epoch"] == 4
-    assert np.isfinite(state["best_score"])
+    assert state["epoch"] == 4 and np.isfinite(state["best_score"])
+
+
+def test_another_split_never_resumes(prepared, tmp_path: Path, monkeypatch):
+    params, feats, table = prepared
+    import audioflow.training as tr
+
+    real = tr.file_predictions
+    calls = {"n": 0}
+
+    def crash_in_second_epoch(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(tr, "file_predictions", crash_in_second_epoch)
+    with pytest.raises(RuntimeError):
+        train(feats, table, params, tmp_path / "t", progress=False)
+    monkeypatch.setattr(tr, "file_predictions", real)
+    other = table.copy()
+    swap = other.index[(other.split == "train")][:2]
+    other.loc[swap, "split"] = "val"
+    r = train(feats, other, params, tmp_path / "t", progress=False)
+    assert r.resumed_from_epoch == 0
 
 
 def test_other_features_never_resume_a_checkpoint(prepared, tmp_path: Path):
