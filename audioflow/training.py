@@ -106,9 +106,13 @@ def file_predictions(
     model: nn.Module, features: Features, rows: np.ndarray, device: torch.device
 ) -> pd.DataFrame:
     """Per-recording predictions: window softmax averaged over each file's windows."""
-    labels = features.labels
     rows = np.sort(rows)
-    logits = predict_rows(model, features.array, rows, device)
+    return aggregate_files(features, rows, predict_rows(model, features.array, rows, device))
+
+
+def aggregate_files(features: Features, rows: np.ndarray, logits: np.ndarray) -> pd.DataFrame:
+    """Window logits of sorted ``rows`` -> one row per recording (path, actual, predicted, p_*)."""
+    labels = features.labels
     probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
     idx = features.index.set_index("row").loc[rows]
     frame = pd.DataFrame(probs, columns=[f"p_{lab}" for lab in labels])
@@ -258,9 +262,10 @@ def train(
             loss_sum += float(loss.detach()) * len(rows)
             seen += len(rows)
 
-        val_logits = predict_rows(model, arr, np.sort(val_rows), device)
-        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), targets[np.sort(val_rows)]))
-        per_file = file_predictions(model, features, val_rows, device)
+        val_sorted = np.sort(val_rows)
+        val_logits = predict_rows(model, arr, val_sorted, device)
+        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), targets[val_sorted]))
+        per_file = aggregate_files(features, val_sorted, val_logits)
         m = classification_metrics(per_file["actual"].map(label_pos).to_numpy(),
                                    per_file["predicted"].map(label_pos).to_numpy(), labels)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss,

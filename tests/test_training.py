@@ -63,7 +63,7 @@ def test_crash_resumes_from_last_checkpoint(prepared, tmp_path: Path, monkeypatc
     import audioflow.training as tr
 
     calls = {"n": 0}
-    real = tr.file_predictions
+    real = tr.aggregate_files
 
     def crash_in_third_epoch(*a, **kw):
         calls["n"] += 1
@@ -71,10 +71,10 @@ def test_crash_resumes_from_last_checkpoint(prepared, tmp_path: Path, monkeypatc
             raise RuntimeError("simulated crash")
         return real(*a, **kw)
 
-    monkeypatch.setattr(tr, "file_predictions", crash_in_third_epoch)
+    monkeypatch.setattr(tr, "aggregate_files", crash_in_third_epoch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(feats, table, params, tmp_path / "crashed", progress=False)
-    monkeypatch.setattr(tr, "file_predictions", real)
+    monkeypatch.setattr(tr, "aggregate_files", real)
     resumed = train(feats, table, params, tmp_path / "crashed", progress=False)
     assert resumed.resumed_from_epoch == 2
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
@@ -122,7 +122,7 @@ def test_another_split_never_resumes(prepared, tmp_path: Path, monkeypatch):
     params, feats, table = prepared
     import audioflow.training as tr
 
-    real = tr.file_predictions
+    real = tr.aggregate_files
     calls = {"n": 0}
 
     def crash_in_second_epoch(*a, **kw):
@@ -131,10 +131,10 @@ def test_another_split_never_resumes(prepared, tmp_path: Path, monkeypatch):
             raise RuntimeError("simulated crash")
         return real(*a, **kw)
 
-    monkeypatch.setattr(tr, "file_predictions", crash_in_second_epoch)
+    monkeypatch.setattr(tr, "aggregate_files", crash_in_second_epoch)
     with pytest.raises(RuntimeError):
         train(feats, table, params, tmp_path / "t", progress=False)
-    monkeypatch.setattr(tr, "file_predictions", real)
+    monkeypatch.setattr(tr, "aggregate_files", real)
     other = table.copy()
     swap = other.index[(other.split == "train")][:2]
     other.loc[swap, "split"] = "val"
