@@ -16,7 +16,8 @@ help:  ## list the targets
 	@$(UV) --version >/dev/null 2>&1 || { \
 	  echo "installing uv from PyPI"; \
 	  python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --user >/dev/null 2>&1 || python3 -m ensurepip >/dev/null; \
-	  python3 -m pip install --user --quiet uv 2>/dev/null || python3 -m pip install --user --quiet --break-system-packages uv; }
+	  python3 -m pip install --user --quiet uv 2>/dev/null || python3 -m pip install --quiet uv 2>/dev/null || \
+	  python3 -m pip install --user --quiet --break-system-packages uv; }
 	$(UV) sync --frozen --quiet
 	@touch $@
 
