@@ -35,6 +35,8 @@ def say(msg: str) -> None:
 
 
 def _params(args):
+    import yaml
+
     from audioflow.config import load_params
 
     overrides = {}
@@ -42,8 +44,6 @@ def _params(args):
         key, sep, value = item.partition("=")
         if not sep or "." not in key:
             raise SystemExit(f"--set expects section.key=value, got {item!r}")
-        import yaml
-
         overrides[key] = yaml.safe_load(value)
     return load_params(args.params, overrides)
 

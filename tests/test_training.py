@@ -13,6 +13,24 @@ from audioflow.manifest import ingest
 from audioflow.training import file_predictions, rows_for, train
 
 
+def crash_during_epoch(epoch: int, feats, table, params, out: Path, monkeypatch) -> None:
+    """Run training until it crashes in the given epoch's validation (after earlier checkpoints)."""
+    import audioflow.training as tr
+
+    real, calls = tr.aggregate_files, {"n": 0}
+
+    def crashing(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == epoch:
+            raise RuntimeError("simulated crash")
+        return real(*a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(tr, "aggregate_files", crashing)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(feats, table, params, out, progress=False)
+
+
 @pytest.fixture
 def prepared(tone_dataset: Path, tmp_path: Path):
     params = load_params("absent.yaml", {
@@ -60,21 +78,7 @@ def test_crash_resumes_from_last_checkpoint(prepared, tmp_path: Path, monkeypatc
     params, feats, table = prepared
     full = train(feats, table, params, tmp_path / "full", progress=False)
 
-    import audioflow.training as tr
-
-    calls = {"n": 0}
-    real = tr.aggregate_files
-
-    def crash_in_third_epoch(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("simulated crash")
-        return real(*a, **kw)
-
-    monkeypatch.setattr(tr, "aggregate_files", crash_in_third_epoch)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train(feats, table, params, tmp_path / "crashed", progress=False)
-    monkeypatch.setattr(tr, "aggregate_files", real)
+    crash_during_epoch(3, feats, table, params, tmp_path / "crashed", monkeypatch)
     resumed = train(feats, table, params, tmp_path / "crashed", progress=False)
     assert resumed.resumed_from_epoch == 2
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
@@ -120,21 +124,7 @@ def test_crash_checkpoint_loads_without_pickle(prepared, tmp_path: Path, monkeyp
 
 def test_another_split_never_resumes(prepared, tmp_path: Path, monkeypatch):
     params, feats, table = prepared
-    import audioflow.training as tr
-
-    real = tr.aggregate_files
-    calls = {"n": 0}
-
-    def crash_in_second_epoch(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("simulated crash")
-        return real(*a, **kw)
-
-    monkeypatch.setattr(tr, "aggregate_files", crash_in_second_epoch)
-    with pytest.raises(RuntimeError):
-        train(feats, table, params, tmp_path / "t", progress=False)
-    monkeypatch.setattr(tr, "aggregate_files", real)
+    crash_during_epoch(2, feats, table, params, tmp_path / "t", monkeypatch)
     other = table.copy()
     swap = other.index[(other.split == "train")][:2]
     other.loc[swap, "split"] = "val"
