@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from pathlib import Path
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 from audioflow.config import DataConfig
+from audioflow.errors import AudioflowError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 
@@ -21,7 +23,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 FILE_COLUMNS = ["path", "label", "group", "fold", "sha256", "bytes"]
 
 
-class ManifestError(ValueError):
+class ManifestError(AudioflowError, ValueError):
     pass
 
 
@@ -32,6 +34,7 @@ class Dataset:
     root: Path
     files: pd.DataFrame  # FILE_COLUMNS; path relative to root, POSIX separators
     fingerprint: str
+    warnings: list[str] = field(default_factory=list)  # shown in the summary and the report
 
     def abspath(self, rel: str) -> Path:
         return self.root / rel
@@ -39,6 +42,11 @@ class Dataset:
     @property
     def labels(self) -> list[str]:
         return sorted(self.files["label"].unique().tolist())
+
+    @property
+    def n_groups(self) -> int:
+        """Distinct groups; 0 when no group column is used (each file stands alone)."""
+        return int(self.files.loc[self.files["group"] != "", "group"].nunique())
 
     def save(self, out_dir: str | Path) -> None:
         out = Path(out_dir)
@@ -50,7 +58,8 @@ class Dataset:
             "n_files": len(self.files),
             "labels": self.labels,
             "per_label": {k: int(v) for k, v in self.files["label"].value_counts().sort_index().items()},
-            "n_groups": int(self.files["group"].nunique()),
+            "n_groups": self.n_groups,
+            "warnings": list(self.warnings),
         }
         (out / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -60,7 +69,7 @@ class Dataset:
         meta = json.loads((d / "dataset.json").read_text())
         files = pd.read_csv(d / "files.csv", dtype=str, keep_default_na=False)
         files["bytes"] = files["bytes"].astype(int)
-        return cls(Path(meta["root"]), files, meta["fingerprint"])
+        return cls(Path(meta["root"]), files, meta["fingerprint"], list(meta.get("warnings", [])))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -82,18 +91,64 @@ def fingerprint(files: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def read_manifest(cfg: DataConfig) -> pd.DataFrame:
-    """Rows of (path, label, group, fold) from the manifest, or from class folders."""
+def read_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
+    """Rows of (path, label, group, fold) from the manifest or from class folders, plus warnings.
+
+    A group or fold column that cannot be honoured is an error, except where the user asked
+    for folder discovery (``manifest: null``): then it is a warning that the summary and the
+    validation report repeat, because recordings of one group may straddle splits.
+    """
     root = Path(cfg.root)
     if not root.is_dir():
         raise ManifestError(f"data root {root} does not exist or is not a folder")
     manifest = root / cfg.manifest if cfg.manifest else None
     if manifest is not None and manifest.exists():
-        return _from_csv(manifest, cfg)
+        return _from_csv(manifest, cfg), []
     if manifest is not None and cfg.manifest != "manifest.csv":
         # A manifest the user named explicitly must exist; the default name may be absent.
         raise ManifestError(f"manifest {manifest} not found")
-    return _from_folders(root)
+    unused = _unhonoured_columns(cfg)
+    if unused and manifest is not None:
+        raise ManifestError(
+            f"{root} has no {cfg.manifest}, so {' and '.join(unused)} cannot be read: class folders "
+            "carry no groups or folds. Add the manifest, or set the column(s) to null and "
+            "data.manifest: null to use class folders without them."
+        )
+    warnings = [
+        f"{' and '.join(unused)} ignored: data.manifest is null (class folders carry no groups "
+        "or folds), so recordings of one group may land in different splits"
+    ] if unused else []
+    return _from_folders(root), warnings
+
+
+def _unhonoured_columns(cfg: DataConfig) -> list[str]:
+    return [f"data.{k}={v!r}" for k, v in (("group_column", cfg.group_column),
+                                           ("fold_column", cfg.fold_column)) if v]
+
+
+def columns_for_folder(cfg: DataConfig) -> tuple[DataConfig, list[str]]:
+    """``cfg`` adapted to whatever ``cfg.root`` holds, for checking an arbitrary folder.
+
+    Group and fold columns are used when the manifest has them and dropped (with a note)
+    otherwise; without a manifest, class folders are used. The pipeline itself keeps failing
+    on a configured column that is missing: only ``audioflow validate DIR`` adapts.
+    """
+    root = Path(cfg.root)
+    manifest = root / cfg.manifest if cfg.manifest else None
+    notes: list[str] = []
+    if manifest is None or not manifest.is_file():
+        if unused := _unhonoured_columns(cfg):
+            notes.append(f"no {cfg.manifest or 'manifest'} in {root}: class folders, so "
+                         f"{' and '.join(unused)} not used (no groups or folds)")
+        return cfg.model_copy(update={"manifest": None, "group_column": None, "fold_column": None}), notes
+    header = pd.read_csv(manifest, dtype=str, nrows=0).columns
+    update = {}
+    for key in ("group_column", "fold_column"):
+        column = getattr(cfg, key)
+        if column and column not in header:
+            update[key] = None
+            notes.append(f"data.{key}={column!r}: absent from {manifest.name}, not used")
+    return cfg.model_copy(update=update), notes
 
 
 def _from_csv(manifest: Path, cfg: DataConfig) -> pd.DataFrame:
@@ -121,6 +176,9 @@ def _from_csv(manifest: Path, cfg: DataConfig) -> pd.DataFrame:
         line = i + 2  # header is line 1
         if not row["path"]:
             problems.append(f"{manifest}:{line}: empty path")
+        elif not inside_root(row["path"]):
+            problems.append(f"{manifest}:{line}: {row['path']}: path leaves the data root "
+                            "(absolute or '..'); paths are relative to the manifest's folder")
         elif not row["label"]:
             problems.append(f"{manifest}:{line}: {row['path']}: empty label")
     dup = out["path"][out["path"].duplicated()].unique().tolist()
@@ -130,6 +188,15 @@ def _from_csv(manifest: Path, cfg: DataConfig) -> pd.DataFrame:
     if out.empty:
         raise ManifestError(f"{manifest}: no recordings listed")
     return out
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def inside_root(rel: str) -> bool:
+    """True for a relative path that cannot leave the data root (no absolute, drive or '..')."""
+    p = PurePosixPath(rel)
+    return not (p.is_absolute() or _DRIVE.match(rel) or ".." in p.parts)
 
 
 def _from_folders(root: Path) -> pd.DataFrame:
@@ -156,7 +223,7 @@ def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
     # Kept as configured (relative to the working directory when it is relative), so stage
     # outputs stay valid in another checkout of the same project.
     root = Path(cfg.root)
-    df = read_manifest(cfg)
+    df, warnings = read_manifest(cfg)
     missing = [p for p in df["path"] if not (root / p).is_file()]
     if missing:
         shown = "\n".join(f"{root / p}: file not found" for p in missing[:50])
@@ -169,4 +236,4 @@ def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
         sizes.append(f.stat().st_size)
     df = df.assign(sha256=hashes, bytes=sizes)[FILE_COLUMNS]
     df = df.sort_values("path", kind="stable").reset_index(drop=True)
-    return Dataset(root, df, fingerprint(df))
+    return Dataset(root, df, fingerprint(df), warnings)

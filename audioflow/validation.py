@@ -223,6 +223,7 @@ def _render_html(report: ValidationReport) -> str:
         f"{s.get('n_failing_files', 0)} of {s.get('n_files', 0)} file(s).</p>"
     )
     problems = _table(["path", "reason"], [[p, r] for p, r in report.problems])
+    notes = "".join(f'<p class="fail">Warning: {html.escape(w)}</p>\n' for w in s.get("warnings", []))
     checks = _table(
         ["check", "success", "unexpected", "evaluated"],
         [
@@ -238,7 +239,7 @@ def _render_html(report: ValidationReport) -> str:
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>audioflow data validation</title><style>{_CSS}</style></head><body>\n"
         f"<h1>Data validation</h1>\n<p>Data root: {html.escape(str(s.get('root', '')))}</p>\n"
-        f"{status}\n<h2>Problems</h2>\n{problems if report.problems else '<p>None.</p>'}\n"
+        f"{status}\n{notes}<h2>Problems</h2>\n{problems if report.problems else '<p>None.</p>'}\n"
         f"<h2>Recordings per label</h2>\n{labels}\n"
         f"<h2>Great Expectations checks</h2>\n{checks}\n"
         f"<p>Great Expectations success: {html.escape(str(s.get('gx_success')))}</p>\n"
@@ -562,6 +563,7 @@ def _summary(
     failing = {p for p, _ in problems if p != DATASET}
     return {
         "root": str(ds.root),
+        "warnings": list(ds.warnings),
         "n_files": len(table),
         "n_readable": int(table["readable"].sum()),
         "n_failing_files": len(failing),

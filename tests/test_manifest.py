@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from audioflow.config import DataConfig
-from audioflow.manifest import Dataset, ManifestError, ingest
+from audioflow.manifest import Dataset, ManifestError, columns_for_folder, ingest
 from tests.conftest import tone, write_wav
 
 
@@ -64,3 +64,51 @@ def test_empty_root(tmp_path: Path):
         ingest(DataConfig(root=str(tmp_path)), progress=False)
     with pytest.raises(ManifestError, match="does not exist"):
         ingest(DataConfig(root=str(tmp_path / "nope")), progress=False)
+
+
+def test_paths_leaving_the_root_are_rejected_by_line(tmp_path: Path):
+    write_wav(tmp_path / "ok.wav", tone(300, 0.1, 8000), 8000)
+    (tmp_path / "manifest.csv").write_text(
+        "path,label\nok.wav,a\n../outside.wav,a\n/etc/passwd,b\nC:/data/x.wav,b\nsub/../../up.wav,a\n")
+    with pytest.raises(ManifestError) as e:
+        ingest(DataConfig(root=str(tmp_path)), progress=False)
+    msg = str(e.value)
+    for line, path in ((3, "../outside.wav"), (4, "/etc/passwd"), (5, "C:/data/x.wav"), (6, "sub/../../up.wav")):
+        assert f"manifest.csv:{line}: {path}: path leaves the data root" in msg
+    assert "ok.wav:" not in msg
+
+
+def test_configured_group_without_manifest_is_an_error(tmp_path: Path):
+    """The default manifest.csv is absent: class folders carry no patients, so say so."""
+    for label in ("dog", "cat"):
+        write_wav(tmp_path / label / "0.wav", tone(200, 0.1, 8000), 8000)
+    with pytest.raises(ManifestError, match=r"no manifest.csv, so data.group_column='patient' cannot be read"):
+        ingest(DataConfig(root=str(tmp_path), group_column="patient"), progress=False)
+    with pytest.raises(ManifestError, match=r"data.fold_column='split'"):
+        ingest(DataConfig(root=str(tmp_path), fold_column="split"), progress=False)
+
+
+def test_folder_discovery_asked_for_warns_about_groups(tmp_path: Path):
+    for label in ("dog", "cat"):
+        write_wav(tmp_path / "d" / label / "0.wav", tone(200, 0.1, 8000), 8000)
+    ds = ingest(DataConfig(root=str(tmp_path / "d"), manifest=None, group_column="patient"), progress=False)
+    assert len(ds.warnings) == 1 and "data.group_column='patient' ignored" in ds.warnings[0]
+    assert ds.n_groups == 0
+    ds.save(tmp_path / "out")
+    assert Dataset.load(tmp_path / "out").warnings == ds.warnings
+
+
+def test_n_groups_counts_only_real_groups(tone_dataset: Path):
+    assert ingest(DataConfig(root=str(tone_dataset)), progress=False).n_groups == 0
+    assert ingest(DataConfig(root=str(tone_dataset), group_column="speaker"), progress=False).n_groups == 6
+
+
+def test_columns_for_folder_uses_what_the_manifest_has(tone_dataset: Path, tmp_path: Path):
+    cfg = DataConfig(root=str(tone_dataset), group_column="speaker", fold_column="split")
+    adapted, notes = columns_for_folder(cfg)
+    assert adapted.group_column == "speaker" and adapted.fold_column is None
+    assert notes == ["data.fold_column='split': absent from manifest.csv, not used"]
+    (tone_dataset / "manifest.csv").unlink()
+    adapted, notes = columns_for_folder(cfg)
+    assert (adapted.manifest, adapted.group_column, adapted.fold_column) == (None, None, None)
+    assert len(notes) == 1 and "class folders, so data.group_column='speaker' and " in notes[0]
