@@ -1,4 +1,7 @@
-"""Metrics, the confusion matrix (CSV + PNG) and ``metrics.json``."""
+"""Per-recording predictions, metrics, the confusion matrix (CSV + PNG) and ``metrics.json``.
+
+Training uses the same prediction helpers for validation, so val and test are scored alike.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -14,6 +18,52 @@ from sklearn.metrics import (
     f1_score,
     precision_recall_fscore_support,
 )
+from torch import nn
+
+from audioflow.features import Features
+
+CHUNK = 256  # windows per forward pass when predicting
+
+
+def rows_for(features: Features, split_table: pd.DataFrame, name: str) -> np.ndarray:
+    """Window rows whose recording is in split ``name``."""
+    paths = set(split_table.loc[split_table["split"] == name, "path"])
+    return features.index.loc[features.index["path"].isin(paths), "row"].to_numpy()
+
+
+@torch.no_grad()
+def predict_rows(model: nn.Module, arr: np.ndarray, rows: np.ndarray, device: torch.device) -> np.ndarray:
+    """Logits [len(rows), n_classes] for the given window rows, in the given order."""
+    model.eval()
+    out = []
+    for i in range(0, len(rows), CHUNK):
+        x = torch.from_numpy(np.asarray(arr[rows[i : i + CHUNK]], dtype=np.float32)).to(device)
+        out.append(model(x).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def file_predictions(
+    model: nn.Module, features: Features, rows: np.ndarray, device: torch.device
+) -> pd.DataFrame:
+    """Per-recording predictions: window softmax averaged over each file's windows."""
+    rows = np.sort(rows)
+    return aggregate_files(features, rows, predict_rows(model, features.array, rows, device))
+
+
+def aggregate_files(features: Features, rows: np.ndarray, logits: np.ndarray) -> pd.DataFrame:
+    """Window logits of sorted ``rows`` -> one row per recording (path, actual, predicted, p_*)."""
+    labels = features.labels
+    probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    idx = features.index.set_index("row").loc[rows]
+    frame = pd.DataFrame(probs, columns=[f"p_{lab}" for lab in labels])
+    frame["path"] = idx["path"].to_numpy()
+    frame["actual"] = idx["label"].to_numpy()
+    per_file = frame.groupby("path", sort=True).agg(
+        {"actual": "first", **{f"p_{lab}": "mean" for lab in labels}}
+    )
+    per_file["predicted"] = [labels[i] for i in per_file[[f"p_{lab}" for lab in labels]].to_numpy().argmax(1)]
+    per_file = per_file.reset_index()
+    return per_file[["path", "actual", "predicted", *[f"p_{lab}" for lab in labels]]]
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:

@@ -23,10 +23,10 @@ from torch import nn
 
 from audioflow.checkpoint import ModelMeta, save_model
 from audioflow.config import Params
-from audioflow.evaluation import classification_metrics
-from audioflow.features import Features, pick_device
+from audioflow.evaluation import aggregate_files, classification_metrics, predict_rows, rows_for
+from audioflow.features import Features, pick_device, scratch_compiler_cache
 
-CHUNK = 256  # windows per forward pass when predicting / computing statistics
+CHUNK = 256  # windows per block when computing statistics
 
 
 @dataclass
@@ -35,7 +35,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     best_metric: float = float("nan")
-    monitor: str = "macro_f1"
+    monitor: str = "loss"
     stopped_early: bool = False
     resumed_from_epoch: int = 0
     device: str = "cpu"
@@ -71,10 +71,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rows_for(features: Features, split_table: pd.DataFrame, name: str) -> np.ndarray:
-    """Window rows whose recording is in split ``name``."""
-    paths = set(split_table.loc[split_table["split"] == name, "path"])
-    return features.index.loc[features.index["path"].isin(paths), "row"].to_numpy()
+def rng_state(device: torch.device) -> dict[str, object]:
+    """The global RNG states training draws from (dropout on CPU, or on every CUDA device)."""
+    state: dict[str, object] = {"torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    # A checkpoint from a CPU run carries no CUDA state: resuming it on a GPU cannot be exact.
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state_all(list(state["cuda_rng"]))
 
 
 def mel_statistics(arr: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,41 +98,6 @@ def mel_statistics(arr: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, tor
     mean = total / count
     std = np.sqrt(np.maximum(sq / count - mean**2, 0.0))
     return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
-
-
-@torch.no_grad()
-def predict_rows(model: nn.Module, arr: np.ndarray, rows: np.ndarray, device: torch.device) -> np.ndarray:
-    """Logits [len(rows), n_classes] for the given window rows, in the given order."""
-    model.eval()
-    out = []
-    for i in range(0, len(rows), CHUNK):
-        x = torch.from_numpy(np.asarray(arr[rows[i : i + CHUNK]], dtype=np.float32)).to(device)
-        out.append(model(x).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
-
-
-def file_predictions(
-    model: nn.Module, features: Features, rows: np.ndarray, device: torch.device
-) -> pd.DataFrame:
-    """Per-recording predictions: window softmax averaged over each file's windows."""
-    rows = np.sort(rows)
-    return aggregate_files(features, rows, predict_rows(model, features.array, rows, device))
-
-
-def aggregate_files(features: Features, rows: np.ndarray, logits: np.ndarray) -> pd.DataFrame:
-    """Window logits of sorted ``rows`` -> one row per recording (path, actual, predicted, p_*)."""
-    labels = features.labels
-    probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-    idx = features.index.set_index("row").loc[rows]
-    frame = pd.DataFrame(probs, columns=[f"p_{lab}" for lab in labels])
-    frame["path"] = idx["path"].to_numpy()
-    frame["actual"] = idx["label"].to_numpy()
-    per_file = frame.groupby("path", sort=True).agg(
-        {"actual": "first", **{f"p_{lab}": "mean" for lab in labels}}
-    )
-    per_file["predicted"] = [labels[i] for i in per_file[[f"p_{lab}" for lab in labels]].to_numpy().argmax(1)]
-    per_file = per_file.reset_index()
-    return per_file[["path", "actual", "predicted", *[f"p_{lab}" for lab in labels]]]
 
 
 def _lr_lambda(warmup_steps: int, total_steps: int):
@@ -173,10 +147,15 @@ def train(
     resume: bool = True,
 ) -> TrainResult:
     """Train the configured model on the train split, select on val, save the best."""
+    with scratch_compiler_cache():
+        return _train(features, split_table, params, Path(out_dir), progress, resume)
+
+
+def _train(features: Features, split_table: pd.DataFrame, params: Params, out: Path, progress: bool,
+           resume: bool) -> TrainResult:
     from tqdm import tqdm
 
     cfg = params.train
-    out = Path(out_dir)
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -223,7 +202,7 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
             gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
+            restore_rng_state(state, device)
             start_epoch, best_score, bad_epochs = state["epoch"], state["best_score"], state["bad_epochs"]
             result.history = json.loads(state["history"])
             result.best_epoch, result.best_metric = state["best_epoch"], state["best_metric"]
@@ -285,7 +264,7 @@ def train(
         _atomic_torch_save({
             "run_key": run_key, "epoch": epoch + 1, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "scaler": scaler.state_dict(), "generator": gen.get_state(), **rng_state(device),
             "best_score": best_score, "bad_epochs": bad_epochs, "best_epoch": result.best_epoch,
             "best_metric": result.best_metric, "history": json.dumps(result.history),
         }, ckpt_path)

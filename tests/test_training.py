@@ -8,9 +8,10 @@ import torch
 from audioflow import split as split_mod
 from audioflow.checkpoint import load_model
 from audioflow.config import load_params
+from audioflow.evaluation import file_predictions, rows_for
 from audioflow.features import featurize
 from audioflow.manifest import ingest
-from audioflow.training import file_predictions, rows_for, train
+from audioflow.training import train
 
 
 def crash_during_epoch(epoch: int, feats, table, params, out: Path, monkeypatch) -> None:
@@ -142,3 +143,33 @@ def test_other_features_never_resume_a_checkpoint(prepared, tmp_path: Path):
                tmp_path / "f2", progress=False)
     r = train(other, table, params, tmp_path / "t", progress=False)
     assert r.resumed_from_epoch == 0
+
+
+def test_result_defaults_follow_the_config():
+    from audioflow.config import TrainConfig
+    from audioflow.training import TrainResult
+
+    assert TrainResult(Path("m")).monitor == TrainConfig().monitor
+
+
+def test_rng_state_round_trip_on_cpu():
+    from audioflow.training import restore_rng_state, rng_state
+
+    state = rng_state(torch.device("cpu"))
+    assert "cuda_rng" not in state
+    first = torch.rand(3)
+    restore_rng_state(state, torch.device("cpu"))
+    assert torch.equal(torch.rand(3), first)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
+def test_rng_state_includes_cuda_and_restores_it():
+    from audioflow.training import restore_rng_state, rng_state
+
+    dev = torch.device("cuda")
+    state = rng_state(dev)
+    assert len(state["cuda_rng"]) == torch.cuda.device_count()
+    first = torch.rand(3, device=dev)
+    torch.rand(100, device=dev)
+    restore_rng_state(state, dev)
+    assert torch.equal(torch.rand(3, device=dev), first)
