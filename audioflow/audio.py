@@ -12,8 +12,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from audioflow.errors import AudioflowError
 
-class AudioError(ValueError):
+
+class AudioError(AudioflowError, ValueError):
     """A recording that cannot be used; the message names the file and the reason."""
 
     def __init__(self, path: str | Path, reason: str):

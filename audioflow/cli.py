@@ -75,31 +75,42 @@ def cmd_ingest(args) -> int:
 
 def cmd_validate(args) -> int:
     from audioflow import stages
-    from audioflow.validation import DataValidationError
 
     params, lay = _params(args), _layout(args)
-    if args.dir:
-        # Validate any folder directly: ingest it into a scratch place first.
-        import tempfile
+    if not args.dir:
+        return _validate(params, lay.ingest, Path(args.out or lay.validate), lay.outputs, args.quiet)
+    # Any folder, checked directly: ingest it into a scratch folder that goes afterwards, and
+    # use its group and fold columns only where its manifest has them.
+    import tempfile
 
-        from audioflow.manifest import ingest
+    from audioflow.manifest import columns_for_folder
 
-        data = params.data.model_copy(update={"root": args.dir})
-        params = params.model_copy(update={"data": data})
-        scratch = Path(tempfile.mkdtemp(prefix="audioflow-validate-"))
-        ingest(params.data, progress=not args.quiet).save(scratch / "ingest")
-        ingest_dir, out, copy = scratch / "ingest", Path(args.out or scratch / "validate"), None
-    else:
-        ingest_dir, out, copy = lay.ingest, Path(args.out or lay.validate), lay.outputs / "validation_report.json"
+    data, notes = columns_for_folder(params.data.model_copy(update={"root": args.dir}))
+    for note in notes:
+        say(f"validate: {note}")
+    params = params.model_copy(update={"data": data})
+    with tempfile.TemporaryDirectory(prefix="audioflow-validate-") as scratch:
+        stages.ingest(params, Path(scratch) / "ingest", progress=not args.quiet)
+        out = Path(args.out) if args.out else Path(scratch) / "validate"
+        return _validate(params, Path(scratch) / "ingest", out, lay.outputs, args.quiet)
+
+
+def _validate(params, ingest_dir: Path, out: Path, outputs: Path, quiet: bool) -> int:
+    from audioflow import stages
+    from audioflow.validation import DataValidationError
+
+    report_html = outputs / "validation_report.html"
     try:
-        report = stages.validate(params, ingest_dir, out, report_copy=copy, progress=not args.quiet)
+        report = stages.validate(params, ingest_dir, out, publish_to=outputs, progress=not quiet)
     except DataValidationError as exc:
         for path, reason in exc.problems:
             print(f"{path}: {reason}")
-        say(f"validate: FAILED, {len(exc.problems)} problem(s); report: {out / 'report.html'}")
+        say(f"validate: FAILED, {len(exc.problems)} problem(s); report: {report_html}")
         return 1
     n = report.summary.get("n_files", len(report.facts))
-    say(f"validate: {n} recordings passed; report: {out / 'report.html'}")
+    say(f"validate: {n} recordings passed; report: {report_html}")
+    for warning in report.summary.get("warnings", []):
+        say(f"validate: warning: {warning}")
     return 0
 
 
@@ -136,7 +147,8 @@ def cmd_evaluate(args) -> int:
     from audioflow import stages
 
     lay = _layout(args)
-    m = stages.evaluate(_params(args), lay.features, lay.split, lay.model_dir, lay.outputs)
+    m = stages.evaluate(_params(args), lay.features, lay.split, lay.model_dir, lay.evaluate)
+    stages.publish_evaluation(lay.evaluate, lay.outputs)
     say(f"evaluate: test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
         f"on {m['n']} recordings")
     return 0
@@ -146,7 +158,8 @@ def cmd_export(args) -> int:
     from audioflow import stages
 
     lay = _layout(args)
-    r = stages.export(_params(args), lay.model_dir, lay.ingest, lay.split, lay.onnx)
+    r = stages.export(_params(args), lay.model_dir, lay.ingest, lay.split, lay.export)
+    stages.publish_model(lay.export, lay.outputs)
     say(f"export: {lay.onnx} ({r.get('size_bytes', 0) / 1e6:.2f} MB), "
         f"ONNX Runtime vs PyTorch max |diff| {r.get('max_abs_diff', float('nan')):.2e}")
     return 0
@@ -195,8 +208,11 @@ def print_summary(dataset_json: Path, outputs: Path, seconds: float) -> None:
     metrics = json.loads((outputs / "metrics.json").read_text())
     s = metrics["split"]
     print()
+    groups = {0: "no groups", 1: "1 group"}.get(ds["n_groups"], f"{ds['n_groups']} groups")
     print(f"dataset      {ds['root']}: {ds['n_files']} recordings, {len(ds['labels'])} classes "
-          f"({', '.join(ds['labels'])}), {ds['n_groups']} groups")
+          f"({', '.join(ds['labels'])}), {groups}")
+    for warning in ds.get("warnings", []):
+        print(f"warning      {warning}")
     print(f"split        train {s['train']} / val {s['val']} / test {s['test']} recordings")
     print(f"test         accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
           f"balanced accuracy {metrics['balanced_accuracy']:.3f}")
@@ -260,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Check every recording; print each problem as 'path: reason' "
                                            "and exit 1 when the data fails.")
             p.add_argument("dir", nargs="?", help="validate this folder directly instead of the ingest output")
-            p.add_argument("--out", help="report folder (default: artifacts/validate)")
+            p.add_argument("--out", help="keep the stage folder (report, per-file facts) here (default: "
+                                         "artifacts/validate; with DIR, a temporary folder); the report "
+                                         "is always published to OUTPUTS/validation_report.html")
         else:
             p = sub.add_parser(name, parents=[common], help=helps[name], description=helps[name])
         p.set_defaults(fn=fn)
@@ -281,15 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
-    from audioflow.audio import AudioError
-    from audioflow.config import ParamsError
-    from audioflow.manifest import ManifestError
-    from audioflow.split import SplitError
-    from audioflow.stages import QualityGateError
+    from audioflow.errors import AudioflowError
 
     try:
         return args.fn(args)
-    except (ParamsError, ManifestError, SplitError, AudioError, QualityGateError, FileNotFoundError) as exc:
+    except (AudioflowError, FileNotFoundError) as exc:
         say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:

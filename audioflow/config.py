@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from audioflow.errors import AudioflowError
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -131,7 +133,7 @@ class Params(_Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-class ParamsError(ValueError):
+class ParamsError(AudioflowError, ValueError):
     pass
 
 

@@ -25,7 +25,8 @@ from torch import nn
 
 import audioflow
 from audioflow.checkpoint import ModelMeta, load_model
-from audioflow.features import FeatureSpec, LogMel
+from audioflow.errors import AudioflowError
+from audioflow.features import FeatureSpec, LogMel, scratch_compiler_cache
 
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "logits"
@@ -36,7 +37,7 @@ MAX_SECONDS = 600  # longest single input the graph is declared for (10 minutes)
 CHECK_BATCH = 32  # windows per parity-check run: bounded memory for a large test set
 
 
-class ExportError(RuntimeError):
+class ExportError(AudioflowError, RuntimeError):
     """The export failed, or the exported graph does not reproduce the PyTorch model."""
 
 
@@ -115,7 +116,7 @@ def _to_onnx(module: WaveformClassifier, spec: FeatureSpec, opset: int,
     # Batch 2, not 1: torch.export specialises size-1 dimensions to constants.
     example = torch.zeros(2, spec.window_samples)
     try:
-        with _quiet_exporter(caught):
+        with scratch_compiler_cache(), _quiet_exporter(caught):
             program = torch.onnx.export(
                 module, (example,), None, dynamo=True, opset_version=opset,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -132,7 +133,7 @@ def _to_onnx(module: WaveformClassifier, spec: FeatureSpec, opset: int,
 
 
 def _write_model(proto: onnx.ModelProto, metadata: dict[str, str], out_path: Path) -> None:
-    """Attach metadata, validate, and write one self-contained file atomically."""
+    """Attach metadata, validate, and write one self-contained file."""
     del proto.metadata_props[:]
     for key in sorted(metadata):
         entry = proto.metadata_props.add()
@@ -142,9 +143,7 @@ def _write_model(proto: onnx.ModelProto, metadata: dict[str, str], out_path: Pat
     except Exception as exc:
         raise ExportError(f"onnx.checker rejected the exported graph: {exc}") from exc
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    onnx.save_model(proto, str(tmp), save_as_external_data=False)
-    os.replace(tmp, out_path)
+    onnx.save_model(proto, str(out_path), save_as_external_data=False)
 
 
 def check_batches(spec: FeatureSpec, check_audio: Sequence[np.ndarray] | None,
@@ -175,7 +174,9 @@ def check_batches(spec: FeatureSpec, check_audio: Sequence[np.ndarray] | None,
 def check_parity(module: nn.Module, onnx_path: str | Path, batches: Sequence[np.ndarray],
                  atol: float = 1e-4) -> float:
     """Max |ONNX Runtime - PyTorch| logit difference over ``batches``; ExportError above atol."""
-    import onnxruntime as ort
+    from audioflow.inference import import_onnxruntime
+
+    ort = import_onnxruntime()
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors only; failures still raise
@@ -215,8 +216,15 @@ def export_onnx(model_dir: str | Path, out_path: str | Path,
     batches = check_batches(meta.spec, check_audio)  # validate inputs before the slow export
     caught: list[str] = []
     proto = _to_onnx(module, meta.spec, opset, caught)
-    _write_model(proto, onnx_metadata(meta), out)
-    diff = check_parity(module, out, batches, atol)
+    # Only a model that passed onnx.checker and the parity check reaches ``out``: a failed
+    # export leaves the previous file (or none), never an unverified one that looks valid.
+    tmp = out.with_name(f".{out.name}.unverified")
+    try:
+        _write_model(proto, onnx_metadata(meta), tmp)
+        diff = check_parity(module, tmp, batches, atol)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     shortest, longest = sample_bounds(meta.spec)
     return {
         "path": str(out),

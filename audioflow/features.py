@@ -7,7 +7,11 @@ features cannot drift from training features.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from torch import nn
 
 from audioflow import audio
 from audioflow.config import FeaturesConfig, resolve_n_fft
+from audioflow.errors import AudioflowError
 from audioflow.manifest import Dataset
 
 LOG_FLOOR = 1e-6  # power floor before the log: -60 dB, well below any real recording's noise
@@ -130,6 +135,31 @@ class FeatureSpec:
         return asdict(self)
 
 
+class FeaturesError(AudioflowError, ValueError):
+    """A features folder that is incomplete or whose files disagree."""
+
+
+@contextmanager
+def scratch_compiler_cache() -> Iterator[None]:
+    """Point torch's compiler cache at a temporary folder that goes when the block ends.
+
+    Importing ``torch._dynamo`` (the first optimizer step, any export) creates
+    ``$TMPDIR/torchinductor_<user>`` and leaves it behind; nothing here needs a compiler cache
+    that outlives the run.
+    """
+    key = "TORCHINDUCTOR_CACHE_DIR"
+    before = os.environ.get(key)
+    with tempfile.TemporaryDirectory(prefix="audioflow-torch-cache-") as cache:
+        os.environ[key] = cache
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = before
+
+
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but CUDA is not available")
@@ -158,7 +188,8 @@ class _NpyWriter:
         self.f.write(b"\0" * self.HEADER)
 
     def append(self, block: np.ndarray) -> None:
-        assert block.shape[1:] == self.row_shape, (block.shape, self.row_shape)
+        if block.shape[1:] != self.row_shape:
+            raise ValueError(f"{self.path}: rows of shape {block.shape[1:]}, expected {self.row_shape}")
         self.f.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
         self.rows += block.shape[0]
 
@@ -193,11 +224,26 @@ class Features:
 
     @classmethod
     def load(cls, d: str | Path) -> Features:
+        """Open a features folder; refuse one whose files do not belong together."""
         d = Path(d)
+        missing = [n for n in ("features.json", "index.csv", "features.npy") if not (d / n).is_file()]
+        if missing:
+            raise FeaturesError(f"{d}: missing {', '.join(missing)} (not a complete features folder)")
         meta = json.loads((d / "features.json").read_text())
         index = pd.read_csv(d / "index.csv", dtype={"path": str, "label": str, "group": str, "fold": str},
                             keep_default_na=False)
-        return cls(d, FeatureSpec(**meta["spec"]), index, meta["labels"])
+        spec = FeatureSpec(**meta["spec"])
+        try:
+            shape = np.load(d / "features.npy", mmap_mode="r").shape
+        except ValueError as exc:  # a truncated file no longer holds what its header promises
+            raise FeaturesError(f"{d / 'features.npy'}: unreadable ({exc})") from None
+        expected = (meta["n_windows"], spec.n_mels, spec.n_frames)
+        if shape != expected or len(index) != meta["n_windows"]:
+            raise FeaturesError(
+                f"{d}: inconsistent features folder: features.npy holds {shape}, index.csv "
+                f"{len(index)} rows, features.json promises {expected}; featurize again"
+            )
+        return cls(d, spec, index, meta["labels"])
 
 
 def featurize(

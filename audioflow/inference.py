@@ -7,6 +7,7 @@ This is the deployment path, so it must stay importable without torch: it depend
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,11 +89,23 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[Path | PredictionError
             yield PredictionError(str(p), "file not found")
 
 
+def import_onnxruntime():
+    """onnxruntime, imported with its usage telemetry off unless the user chose otherwise.
+
+    Since 1.2x its Linux wheels collect telemetry and, on import, write a session file into
+    the temporary directory; a pipeline run must neither phone home nor leave files behind.
+    """
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 class Predictor:
     """Clip-level predictions from an ONNX model exported by ``audioflow.export``."""
 
     def __init__(self, model_path: str | Path, providers: Sequence[str] | None = None):
-        import onnxruntime as ort  # deferred: importing this module stays cheap
+        ort = import_onnxruntime()  # deferred: importing this module stays cheap
 
         self.model_path = Path(model_path)
         if not self.model_path.is_file():

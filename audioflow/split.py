@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from audioflow.config import SplitConfig
+from audioflow.errors import AudioflowError
 
 SPLITS = ("train", "val", "test")
 FOLD_ALIASES = {
@@ -24,7 +25,7 @@ FOLD_ALIASES = {
 }
 
 
-class SplitError(ValueError):
+class SplitError(AudioflowError, ValueError):
     pass
 
 

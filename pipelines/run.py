@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -65,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     run = training_pipeline.with_options(config_path=args.config)(
         params_path=str(Path(args.params).resolve()), outputs=args.outputs)
     run = Client().get_pipeline_run(run.id)
-    dataset = run.steps["ingest"].outputs["dataset"][0].load()
-    print_summary(Path(dataset) / "dataset.json", Path(args.outputs), time.perf_counter() - t0)
+    # Loading an artifact outside a step extracts a copy that ZenML leaves to the caller.
+    dataset = Path(run.steps["ingest"].outputs["dataset"][0].load())
+    try:
+        print_summary(dataset / "dataset.json", Path(args.outputs), time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(dataset, ignore_errors=True)
     cached = sum(1 for s in run.steps.values() if s.status.value == "cached")
     print(f"zenml run    {run.name} ({cached} of {len(run.steps)} steps from the cache)")
     if run.model_version is not None:

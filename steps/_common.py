@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from zenml.materializers.base_materializer import BaseMaterializer
 from zenml.types import HTMLString
 
 from audioflow.config import Params, load_params, params_from_dict
@@ -35,8 +35,13 @@ def data_fingerprint() -> str:
 
 
 def stage_dir(stage: str) -> Path:
-    """A fresh folder for a stage's outputs; ZenML archives it as the step's Path artifact."""
-    return Path(tempfile.mkdtemp(prefix=f"audioflow-{stage}-"))
+    """A fresh folder for a stage's outputs, removed when the step ends.
+
+    ZenML archives the returned folder into the artifact store before the step ends; a
+    materializer's step-scoped temporary directory is deleted right after that.
+    """
+    with BaseMaterializer(uri="").get_temporary_directory(delete_at_exit=False) as scratch:
+        return Path(scratch) / stage
 
 
 def png_html(path: Path, title: str) -> HTMLString:

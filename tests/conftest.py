@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+# As audioflow does before it imports onnxruntime: no telemetry, no session file in $TMPDIR.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"
 
 

@@ -1,6 +1,7 @@
 """The command line end to end: every stage on a small demo dataset, then predict."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,8 @@ from tests.conftest import tone, write_wav
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def audioflow(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "audioflow.cli", *args], cwd=cwd,
+def audioflow(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, "-m", "audioflow.cli", *args], cwd=cwd, env=env,
                        capture_output=True, text=True, timeout=900)
     if check and p.returncode != 0:
         raise AssertionError(f"audioflow {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
@@ -48,8 +49,10 @@ def test_run_all_stages_then_predict(tmp_path: Path):
     cm = np.loadtxt(out / "confusion_matrix.csv", delimiter=",", skiprows=1, usecols=(1, 2, 3))
     assert cm.sum() == metrics["n"]
     # Every stage wrote the parameters it used beside its outputs.
-    for stage in ("ingest", "validate", "features", "split", "train"):
+    for stage in ("ingest", "validate", "features", "split", "train", "evaluate", "export"):
         assert (tmp_path / "artifacts" / stage / "params.json").exists(), stage
+    # The demo has patients: the summary counts them.
+    assert "recordings, 3 classes" in p.stdout and " groups" in p.stdout
 
     rec = sorted((tmp_path / "data/recordings").rglob("*.wav"))[:2]
     pr = audioflow("predict", str(out / "model.onnx"), *map(str, rec), cwd=tmp_path)
@@ -78,3 +81,51 @@ def test_bad_params_exit_2_with_the_key(tmp_path: Path):
     (tmp_path / "params.yaml").write_text("train:\n  epochz: 1\n")
     p = audioflow("ingest", cwd=tmp_path, check=False)
     assert p.returncode == 2 and "train.epochz: unknown key" in p.stderr
+
+
+def _two_class_folder(root: Path, manifest: str | None) -> None:
+    for label in ("a", "b"):
+        for k in range(5):
+            write_wav(root / label / f"{k}.wav", tone(300 + 500 * (label == "b") + 20 * k, 0.4, 8000, seed=k), 8000)
+    if manifest is not None:
+        rows = [f"{label}/{k}.wav,{label}" + manifest.format(k=k) for label in ("a", "b") for k in range(5)]
+        header = "path,label" + ("" if not manifest else ",speaker")
+        (root / "manifest.csv").write_text("\n".join([header, *rows]) + "\n")
+
+
+@pytest.mark.parametrize("manifest", [None, "", ",s{k}"], ids=["class-folders", "path-label-only", "speaker"])
+def test_validate_dir_works_on_any_manifest_and_leaves_no_trace(tmp_path: Path, manifest):
+    """The project's params.yaml names a `patient` column; a folder without one still validates."""
+    data, scratch = tmp_path / "mine", tmp_path / "tmp"
+    scratch.mkdir()
+    _two_class_folder(data, manifest)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    env = os.environ | {"TMPDIR": str(scratch)}
+    p = audioflow("validate", str(data), "-q", cwd=tmp_path, env=env)
+    assert "validate: 10 recordings passed; report: outputs/validation_report.html" in p.stderr
+    assert "data.group_column='patient'" in p.stderr  # said, not silently dropped
+    assert (tmp_path / "outputs/validation_report.html").stat().st_size > 0
+    assert list(scratch.iterdir()) == []  # the scratch ingest is gone
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["mine", "outputs", "params.yaml", "tmp"]
+
+
+def test_run_on_class_folders_with_a_group_column_fails_clearly(tmp_path: Path):
+    _two_class_folder(tmp_path / "data", None)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())  # group_column: patient
+    p = audioflow("ingest", "-q", cwd=tmp_path, check=False)
+    assert p.returncode == 2
+    assert "no manifest.csv, so data.group_column='patient' cannot be read" in p.stderr
+
+
+def test_summary_says_no_groups(tmp_path: Path, capsys):
+    from audioflow.cli import print_summary
+
+    (tmp_path / "dataset.json").write_text(json.dumps(
+        {"root": "d", "n_files": 4, "labels": ["a", "b"], "n_groups": 0,
+         "warnings": ["data.group_column='patient' ignored: data.manifest is null"]}))
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"split": {"train": 2, "val": 1, "test": 1}, "accuracy": 1, "macro_f1": 1, "balanced_accuracy": 1}))
+    print_summary(tmp_path / "dataset.json", tmp_path, 1.0)
+    out = capsys.readouterr().out
+    assert "4 recordings, 2 classes (a, b), no groups" in out and "1 groups" not in out
+    assert "warning      data.group_column='patient' ignored" in out

@@ -148,23 +148,65 @@ def test_first_repro_runs_every_stage_then_nothing(repo: Repo):
     assert "Data and pipelines are up to date" in repo.dvc("status")
 
 
+# Each stage's folder: under artifacts/ for the CLI and DVC, a step output for ZenML.
+STAGE_FOLDERS = {"ingest": ("ingest", "dataset"), "validate": ("validate", "validation"),
+                 "featurize": ("features", "features"), "split": ("split", "split"),
+                 "train": ("train", "trained_model"), "evaluate": ("evaluate", "evaluation"),
+                 "export": ("export", "onnx_model")}
+
+ZENML_STAGE_PARAMS = """
+import json, shutil, sys
+from zenml.client import Client
+c = Client()
+run = c.get_pipeline_run(c.list_pipeline_runs(sort_by="desc:created", size=1).items[0].id)
+found = {}
+for stage, output in json.loads(sys.argv[1]).items():
+    folder = run.steps[stage].outputs[output][0].load()  # a copy, extracted from the store
+    found[stage] = json.loads((folder / "params.json").read_text())
+    shutil.rmtree(folder)
+print(json.dumps(found))
+"""
+
+
 @pytest.mark.slow
-def test_one_truth_dvc_and_zenml_give_the_same_metrics(repo: Repo, tmp_path: Path):
-    """Same params, same data, CPU: `dvc repro` and the ZenML pipeline agree exactly."""
-    project = tmp_path / "zenml-project"
+def test_one_truth_cli_dvc_and_zenml_agree(repo: Repo, tmp_path: Path):
+    """Same params, same data, CPU: `audioflow run`, `dvc repro` and the ZenML pipeline write
+    the same metrics and predictions, and every stage records the same parameters."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = repo.env | {"ZENML_CONFIG_PATH": str(tmp_path / "zenml-config"), "ZENML_ANALYTICS_OPT_IN": "false",
+                      "TMPDIR": str(scratch)}
+    project, cli = tmp_path / "zenml-project", tmp_path / "cli-project"
     for d in ("steps", "pipelines", "configs"):
         shutil.copytree(ROOT / d, project / d, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(repo.path / "data", project / "data")
-    shutil.copyfile(repo.path / "params.yaml", project / "params.yaml")
-    env = repo.env | {"ZENML_CONFIG_PATH": str(tmp_path / "zenml-config"), "ZENML_ANALYTICS_OPT_IN": "false"}
+    for where in (project, cli):
+        shutil.copytree(repo.path / "data", where / "data")
+        shutil.copyfile(repo.path / "params.yaml", where / "params.yaml")
     p = subprocess.run([sys.executable, "-m", "pipelines.run"], cwd=project, env=env,
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
+    p = subprocess.run([str(AUDIOFLOW), "run", "-q"], cwd=cli, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
+
     dvc_metrics = json.loads((repo.path / "outputs" / "metrics.json").read_text())
-    zenml_metrics = json.loads((project / "outputs" / "metrics.json").read_text())
-    assert zenml_metrics == dvc_metrics
     dvc_preds = (repo.path / "outputs" / "predictions.csv").read_text()
-    assert (project / "outputs" / "predictions.csv").read_text() == dvc_preds
+    for where in (project, cli):
+        assert json.loads((where / "outputs" / "metrics.json").read_text()) == dvc_metrics, where.name
+        assert (where / "outputs" / "predictions.csv").read_text() == dvc_preds, where.name
+
+    p = subprocess.run([sys.executable, "-c", ZENML_STAGE_PARAMS,
+                        json.dumps({s: out for s, (_, out) in STAGE_FOLDERS.items()})],
+                       cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    zenml_params = json.loads(p.stdout.strip().splitlines()[-1])
+    for stage, (folder, _) in STAGE_FOLDERS.items():
+        dvc = json.loads((repo.path / "artifacts" / folder / "params.json").read_text())
+        assert json.loads((cli / "artifacts" / folder / "params.json").read_text()) == dvc, stage
+        assert zenml_params[stage] == dvc, stage
+    # The split grouped by patient, and says so under every front.
+    assert zenml_params["split"]["data"]["group_column"] == "patient"
+    # Nothing a run made outside its outputs and the artifact store outlived it.
+    assert list(scratch.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -110,6 +110,19 @@ def test_parity_failure_raises_export_error(exported, model_dir):
         check_parity(module, exported[0], [noise((2, WINDOW), seed=3)], atol=1e-4)
 
 
+def test_failed_parity_check_leaves_no_model(model_dir, tmp_path):
+    """The file is moved into place only after onnx.checker and parity pass."""
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ExportError, match="differ by"):
+        export_onnx(model_dir, out, atol=1e-12)  # float32 graphs never agree this closely
+    assert list(tmp_path.iterdir()) == []
+    out.write_bytes(b"the previous, verified model")
+    with pytest.raises(ExportError, match="differ by"):
+        export_onnx(model_dir, out, atol=1e-12)
+    assert out.read_bytes() == b"the previous, verified model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
 def test_export_rejects_bad_inputs(model_dir, tmp_path):
     with pytest.raises(ExportError, match="opset"):
         export_onnx(model_dir, tmp_path / "m.onnx", opset=17)

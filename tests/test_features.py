@@ -79,3 +79,64 @@ def test_featurize_fails_loudly_on_a_bad_file(tmp_path: Path):
     ds = ingest(DataConfig(root=str(root), manifest=None), progress=False)
     with pytest.raises(Exception, match="broken.wav"):
         featurize(ds, FeaturesConfig(sample_rate=8000, window_s=0.5, n_mels=32), tmp_path / "f", progress=False)
+
+
+def _small_features(tmp_path: Path):
+    from audioflow import stages
+    from audioflow.config import load_params
+
+    root = tmp_path / "d"
+    for k in range(3):
+        write_wav(root / "a" / f"{k}.wav", tone(300 + 50 * k, 0.4, 8000, seed=k), 8000)
+        write_wav(root / "b" / f"{k}.wav", tone(900 + 50 * k, 0.4, 8000, seed=10 + k), 8000)
+    params = load_params(tmp_path / "absent.yaml", {"data.root": str(root), "data.manifest": None,
+                                                    "features.window_s": 0.25, "features.n_mels": 16})
+    stages.ingest(params, tmp_path / "ingest", progress=False)
+    return params
+
+
+def test_features_load_refuses_files_that_disagree(tmp_path: Path):
+    from audioflow import stages
+    from audioflow.features import FeaturesError
+
+    params = _small_features(tmp_path)
+    out = tmp_path / "features"
+    f = stages.featurize(params, tmp_path / "ingest", out, progress=False)
+    n = len(f.index)
+    # A crash mid-write: the .npy holds fewer rows than its header, or than index.csv lists.
+    good = (out / "features.npy").read_bytes()
+    (out / "features.npy").write_bytes(good[: len(good) - 100])
+    with pytest.raises(FeaturesError, match="features.npy"):
+        Features.load(out)
+    (out / "features.npy").write_bytes(good)
+    index = (out / "index.csv").read_text()
+    (out / "index.csv").write_text(index + index.splitlines()[-1] + "\n")
+    with pytest.raises(FeaturesError, match=rf"index.csv {n + 1} rows"):
+        Features.load(out)
+    (out / "index.csv").unlink()
+    with pytest.raises(FeaturesError, match="missing index.csv"):
+        Features.load(out)
+
+
+def test_crashed_featurize_keeps_the_previous_features(tmp_path: Path, monkeypatch):
+    from audioflow import audio, stages
+
+    params = _small_features(tmp_path)
+    out = tmp_path / "features"
+    stages.featurize(params, tmp_path / "ingest", out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real, calls = audio.load, {"n": 0}
+
+    def dies_on_the_fourth_file(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("simulated crash")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(audio, "load", dies_on_the_fourth_file)
+    changed = params.model_copy(update={"features": params.features.model_copy(update={"n_mels": 8})})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        stages.featurize(changed, tmp_path / "ingest", out, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "features", "ingest"]  # no partial folder
+    assert Features.load(out).spec.n_mels == 16

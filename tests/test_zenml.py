@@ -51,7 +51,10 @@ class Project:
             "ZENML_ANALYTICS_OPT_IN": "false",
             "ZENML_ENABLE_RICH_TRACEBACK": "false",
             "AUDIOFLOW_PARAMS": str(root / "params.yaml"),
+            # Every temporary file of a run lands here, so a test can see what outlived it.
+            "TMPDIR": str(root / "tmp"),
         }
+        (root / "tmp").mkdir(exist_ok=True)
 
     def sh(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
         p = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=900)
@@ -64,6 +67,7 @@ class Project:
                     "-c", "configs/local.yaml", check=check)
         last = json.loads(self.sh(sys.executable, "-c", LAST_RUN).stdout.strip().splitlines()[-1])
         last["log"] = p.stdout + p.stderr
+        last["left_in_tmp"] = sorted(q.name for q in (self.root / "tmp").iterdir())
         return last
 
     def set_param(self, section: str, key: str, value) -> None:
@@ -113,6 +117,8 @@ def test_first_run_runs_every_step_and_writes_outputs(project: Project):
     assert {"validation_report", "confusion_matrix", "training_curves"} <= set(first["visualized"])
     # Import noise from Great Expectations does not reach the user.
     assert "great_expectations" not in first["log"].lower()
+    # The run leaves the temporary directory as it found it (stage folders, loaded inputs).
+    assert first["left_in_tmp"] == []
 
 
 def test_unchanged_rerun_reuses_every_step(project: Project):
@@ -120,6 +126,7 @@ def test_unchanged_rerun_reuses_every_step(project: Project):
     last = project.run()
     assert rerun(last) == {"publish"}  # publish is never cached: it refreshes outputs/
     assert (project.root / "outputs" / "metrics.json").exists()
+    assert last["left_in_tmp"] == []
 
 
 def test_train_parameter_reruns_only_train_and_after(project: Project):
@@ -165,4 +172,5 @@ def test_quality_gate_fails_the_run_and_does_not_promote(project: Project):
     assert last["status"] == "failed"
     assert "below evaluate.min_macro_f1=1.0" in last["log"]
     assert last["steps"]["evaluate"] == "failed" and "publish" not in rerun(last)
+    assert last["left_in_tmp"] == []  # a failed step cleans up too
     assert last["model_version"]["stage"] in (None, "None", "none")

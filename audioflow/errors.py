@@ -1,0 +1,9 @@
+"""The base of every error that reports a problem with the user's data, parameters or files.
+
+The CLI prints these as one clear message (exit 2) instead of a traceback; anything else is a
+bug and keeps its traceback.
+"""
+
+
+class AudioflowError(Exception):
+    pass

@@ -1,0 +1,116 @@
+"""Which audioflow source files each stage runs, read from the code (no import, no execution).
+
+A stage is a function in ``audioflow/stages.py``. It runs what its body imports, what the
+helpers of ``stages.py`` that it calls import, and, transitively, everything those modules
+import (at module level or inside functions: conservative). ``dvc.yaml`` must list exactly
+these files as the stage's code dependencies.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "audioflow"
+
+
+def _module_file(name: str) -> Path | None:
+    """audioflow.x.y -> its file (a package -> its folder); None outside audioflow."""
+    parts = name.split(".")
+    if parts[0] != "audioflow":
+        return None
+    base = ROOT.joinpath(*parts)
+    if base.is_dir():
+        return base
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    return None
+
+
+def _imports(node: ast.AST, package: str) -> set[Path]:
+    found: set[Path] = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Import):
+            for alias in n.names:
+                f = _module_file(alias.name)
+                if f is not None:
+                    found.add(f if alias.name != "audioflow" else PKG / "__init__.py")
+        elif isinstance(n, ast.ImportFrom):
+            mod = n.module or ""
+            if n.level:  # relative: from . import x / from .cnn import CNN
+                mod = ".".join(package.split(".")[: len(package.split(".")) - n.level + 1] + ([mod] if mod else []))
+            if mod == "audioflow":
+                for alias in n.names:
+                    sub = _module_file(f"audioflow.{alias.name}")
+                    found.add(sub if sub is not None else PKG / "__init__.py")
+            elif (f := _module_file(mod)) is not None:
+                found.add(f)
+    return found
+
+
+def _package_of(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    else:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+@cache
+def _closure(target: Path) -> frozenset[Path]:
+    """``target`` (a file or package folder) and every audioflow file it imports, transitively."""
+    seen: set[Path] = set()
+    todo = [target]
+    while todo:
+        t = todo.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        files = sorted(t.glob("*.py")) if t.is_dir() else [t]
+        for f in files:
+            todo.extend(_imports(ast.parse(f.read_text()), _package_of(f)) - seen)
+    return frozenset(seen)
+
+
+def stage_files(stage: str) -> set[Path]:
+    """The audioflow files (package folders for subpackages) the stage function runs."""
+    stages_py = PKG / "stages.py"
+    tree = ast.parse(stages_py.read_text())
+    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    module_level = set()
+    for n in tree.body:
+        if isinstance(n, ast.Import | ast.ImportFrom):
+            module_level |= _imports(n, "audioflow")
+    used: set[str] = set()
+    todo = [stage]
+    while todo:
+        name = todo.pop()
+        if name in used:
+            continue
+        used.add(name)
+        for call in ast.walk(funcs[name]):
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in funcs:
+                todo.append(call.func.id)
+    direct = set(module_level)
+    for name in used:
+        direct |= _imports(funcs[name], "audioflow")
+    out: set[Path] = {stages_py}  # itself, but not what its other stages import
+    for d in direct - {stages_py}:
+        out |= _closure(d)
+    # A file inside a listed package folder is covered by the folder.
+    folders = {p for p in out if p.is_dir()}
+    return {p for p in out if not any(f in p.parents for f in folders)}
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from audioflow.stages import PARAMS
+
+    for stage in PARAMS:
+        print(stage, sorted(p.relative_to(ROOT).as_posix() for p in stage_files(stage)))
