@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--data",
         type=Path,
         default=DEFAULT_DATA,
-        help="FSDD folder with manifest.csv (default: %(default)s)",
+        help="folder with manifest.csv (columns path,label; FSDD by default: %(default)s)",
     )
     p.add_argument(
         "--repeats",
@@ -136,16 +136,15 @@ def subset(ds, n: int | None):
     return Dataset(ds.root, ds.files.iloc[idx].reset_index(drop=True), ds.fingerprint)
 
 
-def run_audioflow(ds, cfg, tmp_root: Path, tag: str) -> tuple[float, float, np.ndarray, str]:
-    """(wall s, process CPU s, features memmap, device) of one featurize() run."""
+def run_audioflow(ds, cfg, tmp_root: Path, tag: str) -> tuple[float, float, np.ndarray]:
+    """(wall s, process CPU s, features memmap) of one featurize() run."""
     from audioflow.features import featurize
 
     out = Path(tempfile.mkdtemp(prefix=f"af-{tag}-", dir=tmp_root))
     c0, t0 = time.process_time(), time.perf_counter()
     feats = featurize(ds, cfg, out, progress=False)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    device = json.loads((out / "features.json").read_text())["device"]
-    return seconds, cpu, feats.array, device
+    return seconds, cpu, feats.array
 
 
 def run_librosa(paths: list[Path], spec, blas_threads: int = 1) -> tuple[float, float, np.ndarray]:
@@ -240,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from audioflow.config import DataConfig, FeaturesConfig
-    from audioflow.features import FeatureSpec
+    from audioflow.features import FeatureSpec, pick_device
     from audioflow.manifest import ingest
 
     if args.threads is not None:
@@ -248,15 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
 
     # Ingest once, untimed (it hashes every file, which also warms the OS page cache for both).
-    full = ingest(
-        DataConfig(root=str(data), manifest="manifest.csv", group_column="speaker"), progress=False
-    )
+    # Only path and label are read: groups matter to splitting, not to featurizing.
+    full = ingest(DataConfig(root=str(data), manifest="manifest.csv"), progress=False)
     ds = subset(full, args.limit)
     warm = subset(full, min(args.warmup, len(full.files)))
     cfg = FeaturesConfig(
         sample_rate=args.sample_rate, window_s=args.window_s, n_mels=args.n_mels, device=args.device
     )
     spec = FeatureSpec.resolve(cfg, args.sample_rate)
+    device = str(pick_device(cfg.device))  # what featurize() runs on, decided the same way
     paths = [ds.abspath(p) for p in ds.files["path"]]
     n = len(paths)
 
@@ -282,9 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         run_librosa([warm.abspath(p) for p in warm.files["path"]], spec, args.blas_threads)
 
         af_arr = lr_arr = None
-        device = "?"
         for r in range(args.repeats):
-            wall, cpu, arr, device = run_audioflow(ds, cfg, tmp_root, f"r{r}")
+            wall, cpu, arr = run_audioflow(ds, cfg, tmp_root, f"r{r}")
             times["af_wall"].append(wall)
             times["af_cpu"].append(cpu)
             af_arr = arr  # the last run's memmap, read back for the comparison

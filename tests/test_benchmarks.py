@@ -1,0 +1,119 @@
+"""Smoke runs of every benchmark in benchmarks/ on a tiny input, so none can rot unnoticed.
+
+Each runs the real script (`python -m benchmarks.X`) and checks what it prints and the figures
+it writes with --json; timings are only required to be positive. Every run gets its own TMPDIR,
+which must be empty afterwards: a benchmark leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import featurize_vs_librosa
+from tests.conftest import tone, write_wav
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(module: str, *args: str | Path, tmp_path: Path, timeout: int = 600) -> str:
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    env = os.environ | {"TMPDIR": str(tmpdir), "ZENML_ANALYTICS_OPT_IN": "false", "DVC_NO_ANALYTICS": "1"}
+    p = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *map(str, args)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-6000:]
+    assert sorted(tmpdir.iterdir()) == [], f"{module} left temporary files behind"
+    return out
+
+
+@pytest.fixture
+def tiny_recordings(tmp_path: Path) -> Path:
+    """Six short 8 kHz recordings of two labels and three speakers, with a manifest."""
+    root = tmp_path / "recordings"
+    rows = ["path,label,speaker"]
+    for i in range(6):
+        label, speaker = ("low", "high")[i % 2], f"s{i // 2}"
+        rel = f"{label}/{speaker}_{i}.wav"
+        write_wav(root / rel, tone(300.0 * (1 + i % 2) + 10 * i, 0.2 + 0.1 * i, 8000, seed=i), 8000)
+        rows.append(f"{rel},{label},{speaker}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_featurize_vs_librosa_smoke(tiny_recordings: Path, tmp_path: Path):
+    result = tmp_path / "featurize.json"
+    out = run_benchmark("featurize_vs_librosa", "--data", tiny_recordings, "--limit", "4", "--warmup", "2",
+                        "--repeats", "2", "--threads", "1", "--json", result, tmp_path=tmp_path)
+    for line in ("featurize vs librosa: 4 files from", "audioflow featurize()", "librosa per-file script",
+                 "speed-up (librosa median wall / audioflow median wall):"):
+        assert line in out, line
+    r = json.loads(result.read_text())
+    assert r["benchmark"] == "featurize_vs_librosa"
+    assert r["n_files"] == 4 and r["repeats"] == 2 and r["warmup_files"] == 2
+    assert r["shape"] == [4, 64, 251]  # 2.5 s windows at 8 kHz, 10 ms hop
+    for key in ("audioflow_seconds", "librosa_seconds", "audioflow_cpu_seconds", "librosa_cpu_seconds"):
+        assert len(r[key]) == 2 and all(t > 0 for t in r[key]), key
+    for key in ("audioflow_files_per_s", "librosa_files_per_s", "ratio_librosa_over_audioflow",
+                "cpu_ratio_librosa_over_audioflow"):
+        assert r[key] > 0, key
+    assert r["target_met"] == (r["ratio_librosa_over_audioflow"] >= r["target_ratio"])
+    # Both sides compute the same features, or the ratio would compare different work.
+    assert r["max_abs_diff_db"] < 0.01
+    # The device featurize() ran on, as the library picks it (CUDA when present).
+    assert r["machine"]["device"] == ("cuda" if r["machine"]["cuda_available"] else "cpu")
+    assert f"audioflow device: {r['machine']['device']}" in out
+    assert r["machine"]["torch_threads"] == 1
+
+
+def test_featurize_vs_librosa_skips_without_data(tmp_path: Path, capsys):
+    assert featurize_vs_librosa.main(["--data", str(tmp_path / "absent")]) == 0
+    assert capsys.readouterr().out.startswith("SKIP: FSDD not found")
+
+
+@pytest.mark.slow
+def test_zenml_runs_smoke(tmp_path: Path):
+    result = tmp_path / "zenml.json"
+    out = run_benchmark("zenml_runs", "--repeats", "1", "--n-recordings", "60",
+                        "--set", "train.epochs=1", "--set", "features.window_s=1.5",
+                        "--set", "model.channels=[8,16]", "--set", "validate.min_per_class=3",
+                        "--json", result, tmp_path=tmp_path)
+    for line in ("full run (empty cache)", "fully cached rerun", "train.lr changed: train, evaluate, export rerun",
+                 "cached rerun target <= 10 s:", "60 demo recordings, train.epochs=1"):
+        assert line in out, line
+    r = json.loads(result.read_text())
+    assert r["benchmark"] == "zenml_runs" and r["n_recordings"] == 60 and r["repeats"] == 1
+    assert r["overrides"] == {"train.epochs": 1, "features.window_s": 1.5, "model.channels": [8, 16],
+                              "validate.min_per_class": 3}
+    assert r["full_s"] > 0
+    assert len(r["cached_s"]) == len(r["train_only_s"]) == 1
+    assert r["cached_over_full"] > 0 and r["train_only_over_full"] > 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.nope=1", "--set train.nope: params.yaml has no such key"),
+    ("train.epochs=abc", "train.epochs: Input should be a valid integer"),
+])
+def test_zenml_runs_rejects_bad_overrides_before_running(override: str, message: str, tmp_path: Path):
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    p = subprocess.run([sys.executable, "-m", "benchmarks.zenml_runs", "--set", override], cwd=ROOT,
+                       env=os.environ | {"TMPDIR": str(tmpdir)}, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and message in p.stderr
+    assert sorted(tmpdir.iterdir()) == []
+
+
+def test_every_benchmark_has_a_smoke_run_and_is_in_make_bench():
+    modules = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__"}
+    smoke = {name.removeprefix("test_").removesuffix("_smoke") for name in globals()
+             if name.startswith("test_") and name.endswith("_smoke")}
+    assert smoke == modules
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nbench:", 1)[1].split("\n\n", 1)[0]
+    assert {m for m in modules if f"python -m benchmarks.{m}" in recipe} == modules
