@@ -39,9 +39,10 @@ lint: setup  ## ruff
 # Every benchmark in benchmarks/ (tests/test_benchmarks.py checks this list is complete):
 # featurize vs librosa on FSDD (~1 min; skips without ../shared/data/fsdd), then three ZenML
 # runs of the demo pipeline in a temporary project (~3 min on 2 cores).
-bench: setup  ## every benchmark in benchmarks/, ~4 min (see docs/BENCHMARKS.md)
+bench: setup  ## every benchmark in benchmarks/, ~10 min (see docs/BENCHMARKS.md)
 	$(RUN) python -m benchmarks.featurize_vs_librosa
 	$(RUN) python -m benchmarks.zenml_runs
+	$(RUN) python -m benchmarks.stage_costs
 
 clean:  ## remove generated data, artifacts and outputs (not the environment)
 	rm -rf artifacts outputs

@@ -34,10 +34,8 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _params(args):
+def _overrides(args) -> dict:
     import yaml
-
-    from audioflow.config import load_params
 
     overrides = {}
     for item in getattr(args, "set", None) or []:
@@ -45,7 +43,13 @@ def _params(args):
         if not sep or "." not in key:
             raise SystemExit(f"--set expects section.key=value, got {item!r}")
         overrides[key] = yaml.safe_load(value)
-    return load_params(args.params, overrides)
+    return overrides
+
+
+def _params(args):
+    from audioflow.config import load_params
+
+    return load_params(args.params, _overrides(args))
 
 
 def _layout(args):
@@ -221,6 +225,47 @@ def print_summary(dataset_json: Path, outputs: Path, seconds: float) -> None:
     print(f"took         {seconds:.0f}s")
 
 
+def _kubeflow_front():
+    """pipelines/kubeflow.py of the project in the working directory (like ZenML's source root)."""
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        from pipelines import kubeflow
+    except ImportError as exc:
+        raise SystemExit(f"error: cannot import pipelines.kubeflow ({exc}); run this from the project "
+                         "root, the folder with pipelines/ and configs/") from None
+    return kubeflow
+
+
+def cmd_kubeflow_compile(args) -> int:
+    kubeflow = _kubeflow_front()
+    overrides = _overrides(args)
+    out = kubeflow.compile_pipeline(args.out, args.params, overrides, args.config, args.image)
+    shards = _params(args).features.shards
+    say(f"kubeflow: wrote {out} (pipeline {kubeflow.PIPELINE_NAME!r}, featurize in {shards} task(s)); "
+        "upload it in the Kubeflow Pipelines UI or with kfp.Client().create_run_from_pipeline_package")
+    return 0
+
+
+def cmd_kubeflow_run_local(args) -> int:
+    import shutil
+
+    kubeflow = _kubeflow_front()
+    params = _params(args)
+    outputs = kubeflow.run_local(args.pipeline_root, args.data_root or params.data.root, args.params,
+                                 _overrides(args), args.config)
+    lay = _layout(args)
+    from audioflow import stages
+
+    stages.publish_evaluation(outputs["evaluation"], lay.outputs)
+    lay.outputs.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(outputs["onnx_model"] / "model.onnx", lay.onnx)
+    m = json.loads((lay.outputs / "metrics.json").read_text())
+    say(f"kubeflow (local): test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}; "
+        f"results in {lay.outputs}; artifacts: {json.dumps({k: str(v) for k, v in outputs.items()})}")
+    return 0
+
+
 def cmd_predict(args) -> int:
     from audioflow.inference import Predictor
 
@@ -287,6 +332,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo-data", action="store_true",
                    help="write the demo dataset into data.root first if that folder is absent")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("kubeflow", help="the Kubeflow Pipelines front: compile, or run locally",
+                       description="The same stages as a Kubeflow pipeline (pipelines/kubeflow.py), one "
+                                   "containerized component per stage. Run from the project root.")
+    kf = p.add_subparsers(dest="kubeflow_command", required=True, metavar="ACTION")
+    kf_common = argparse.ArgumentParser(add_help=False, parents=[common])
+    kf_common.add_argument("--config", default="configs/kfp.yaml",
+                           help="image, secret, resources, retries (default: configs/kfp.yaml)")
+    q = kf.add_parser("compile", parents=[kf_common], help="write the pipeline IR YAML to upload to a cluster",
+                      description="Write the pipeline's IR YAML. params.yaml becomes the default of the "
+                                  "params_yaml run parameter; features.shards sets the featurize fan-out.")
+    q.add_argument("out", help="the YAML file to write, e.g. audioflow-pipeline.yaml")
+    q.add_argument("--image", help="steps image (overrides `image` in --config)")
+    q.set_defaults(fn=cmd_kubeflow_compile)
+    q = kf.add_parser("run-local", parents=[kf_common], help="run the pipeline here under kfp.local",
+                      description="Run the Kubeflow pipeline on this machine (kfp.local, one subprocess per "
+                                  "component, no cluster), then copy its metrics and model to OUTPUTS.")
+    q.add_argument("--pipeline-root", default=".kfp-local", help="where KFP writes artifacts (default: .kfp-local)")
+    q.add_argument("--data-root", help="data folder or URL (default: data.root from params)")
+    q.set_defaults(fn=cmd_kubeflow_run_local)
 
     p = sub.add_parser("predict", help="classify audio files or folders with an exported ONNX model",
                        description="Print one JSON line per recording: path, label, probabilities.")

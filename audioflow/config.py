@@ -59,6 +59,7 @@ class FeaturesConfig(_Section):
     f_max: float | None = None  # Hz; null = Nyquist
     batch_size: int = Field(16, ge=1)  # windows per featurize batch; small batches stay in CPU cache
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    shards: int = Field(1, ge=1, le=256)  # parallel featurize tasks on Kubeflow (merged: same bytes)
 
     @model_validator(mode="after")
     def _check(self) -> FeaturesConfig:
@@ -140,15 +141,20 @@ class ParamsError(AudioflowError, ValueError):
 def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
     """Read params.yaml (a missing file means all defaults) and validate it."""
     p = Path(path)
-    raw: dict[str, Any] = {}
-    if p.exists():
-        raw = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ParamsError(f"{p}: expected a mapping of sections, got {type(raw).__name__}")
+    return params_from_yaml(p.read_text() if p.exists() else "", overrides, source=str(p))
+
+
+def params_from_yaml(text: str, overrides: dict[str, Any] | None = None, source: str = "params.yaml") -> Params:
+    """Params from the text of a params.yaml plus ``section.key`` overrides."""
+    raw = yaml.safe_load(text) or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
+        if not key:
+            raise ParamsError(f"{source}: override {dotted!r} is not section.key")
         raw.setdefault(section, {})[key] = value
-    return params_from_dict(raw, source=str(p))
+    return params_from_dict(raw, source=source)
 
 
 def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:

@@ -246,19 +246,34 @@ class Features:
         return cls(d, spec, index, meta["labels"])
 
 
+def shard_files(files: pd.DataFrame, shard: int, n_shards: int) -> pd.DataFrame:
+    """The ``shard``-th of ``n_shards`` contiguous, near-equal parts of the file table.
+
+    Contiguous parts in table order, so merging the shards in order gives the unsharded rows.
+    """
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is outside 0..{n_shards - 1}")
+    bounds = np.linspace(0, len(files), n_shards + 1).round().astype(int)
+    return files.iloc[bounds[shard] : bounds[shard + 1]]
+
+
 def featurize(
-    ds: Dataset, cfg: FeaturesConfig, out_dir: str | Path, progress: bool = True
+    ds: Dataset, cfg: FeaturesConfig, out_dir: str | Path, progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> Features:
     """Decode every recording, cut fixed-length windows and write their log-mel features.
 
     Work is batched by windows; the front-end runs on the GPU when there is one. The output
     lives on disk (``features.npy`` memmap + ``index.csv``), so a dataset larger than memory works.
+    ``shard=(i, n)`` featurizes only the i-th of n parts of the file table (``merge_features``
+    joins the parts); the spec, and so the sample rate, is always resolved over all files.
     """
     from tqdm import tqdm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = FeatureSpec.resolve(cfg, resolve_sample_rate(cfg, ds))
+    files = shard_files(ds.files, *shard)
     device = pick_device(cfg.device)
     front = spec.front_end().to(device).eval()
     writer = _NpyWriter(out / "features.npy", (spec.n_mels, spec.n_frames), np.float32)
@@ -285,7 +300,7 @@ def featurize(
         pending, lengths = [], []
 
     try:
-        bar = tqdm(ds.files.itertuples(index=False), total=len(ds.files), desc="featurize",
+        bar = tqdm(files.itertuples(index=False), total=len(files), desc="featurize",
                    unit="file", disable=not progress, leave=False)
         for f in bar:
             signal = audio.load(ds.abspath(f.path), spec.sample_rate)
@@ -307,8 +322,40 @@ def featurize(
         "spec": spec.to_dict(),
         "labels": ds.labels,
         "n_windows": len(index),
-        "n_files": len(ds.files),
+        "n_files": len(files),
         "dataset_fingerprint": ds.fingerprint,
     }
     (out / "features.json").write_text(json.dumps(meta, indent=2) + "\n")
     return Features(out, spec, index, ds.labels)
+
+
+def merge_features(parts: list[str | Path], out_dir: str | Path) -> Features:
+    """Join featurized shards, in order, into one features folder.
+
+    The result is byte for byte what featurizing all files at once writes: rows are
+    concatenated, the index renumbered, and the metadata must agree across the parts.
+    """
+    shards = [Features.load(p) for p in parts]
+    if not shards:
+        raise FeaturesError("no feature shards to merge")
+    metas = [json.loads((f.dir / "features.json").read_text()) for f in shards]
+    for key in ("spec", "labels", "dataset_fingerprint"):
+        if any(m[key] != metas[0][key] for m in metas[1:]):
+            raise FeaturesError(f"feature shards disagree on {key}: they come from different runs")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = shards[0].spec
+    writer = _NpyWriter(out / "features.npy", (spec.n_mels, spec.n_frames), np.float32)
+    try:
+        for f in shards:
+            arr = f.array
+            for i in range(0, len(arr), 1024):  # bounded memory, whatever the shard size
+                writer.append(np.asarray(arr[i : i + 1024]))
+    finally:
+        writer.close()
+    index = pd.concat([f.index for f in shards], ignore_index=True)
+    index["row"] = range(len(index))
+    index.to_csv(out / "index.csv", index=False)
+    meta = dict(metas[0], n_windows=len(index), n_files=sum(m["n_files"] for m in metas))
+    (out / "features.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return Features(out, spec, index, metas[0]["labels"])

@@ -37,6 +37,19 @@ PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 
+def sections_json(params: Params, stage: str) -> str:
+    """The params.yaml sections ``stage`` reads, as JSON: what an orchestrator hands the stage."""
+    d = params.to_dict()
+    return json.dumps({k: d[k] for k in PARAMS[stage]}, sort_keys=True)
+
+
+def params_from_json(sections: str) -> Params:
+    """Params from ``sections_json`` (the sections not given keep their defaults)."""
+    from audioflow.config import params_from_dict
+
+    return params_from_dict(json.loads(sections), source="stage parameters")
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where each stage writes. Intermediate artifacts vs. the files people look at."""
@@ -143,13 +156,27 @@ def validate(params: Params, ingest_dir: Path, out: Path, publish_to: Path | Non
     return report
 
 
-def featurize(params: Params, ingest_dir: Path, out: Path, progress: bool = True):
+def featurize(params: Params, ingest_dir: Path, out: Path, progress: bool = True,
+              shard: tuple[int, int] = (0, 1)):
+    """Log-mel windows of every recording, or of one contiguous shard of them (``merge_features``)."""
     from audioflow.features import Features
     from audioflow.features import featurize as _featurize
     from audioflow.manifest import Dataset
 
     with atomic_dir(out) as tmp:
-        feats = _featurize(Dataset.load(ingest_dir), params.features, tmp, progress=progress)
+        feats = _featurize(Dataset.load(ingest_dir), params.features, tmp, progress=progress, shard=shard)
+        extra = {"shard": list(shard)} if shard != (0, 1) else {}
+        _write_params(params, "featurize", tmp, spec=feats.spec.to_dict(), **extra)
+    return Features.load(out)
+
+
+def merge_features(params: Params, parts: list[Path], out: Path):
+    """Featurize shards joined in order: the same folder, byte for byte, as one featurize."""
+    from audioflow.features import Features
+    from audioflow.features import merge_features as _merge
+
+    with atomic_dir(out) as tmp:
+        feats = _merge(parts, tmp)
         _write_params(params, "featurize", tmp, spec=feats.spec.to_dict())
     return Features.load(out)
 
@@ -211,6 +238,24 @@ def evaluate(params: Params, features_dir: Path, split_dir: Path, model_dir: Pat
             f"the model is not promoted (see {out / 'confusion_matrix.png'})"
         )
     return metrics
+
+
+def confusion_counts(evaluation_dir: Path) -> tuple[list[str], list[list[int]]]:
+    """Labels and the confusion matrix (rows = actual) that ``evaluate`` wrote."""
+    import pandas as pd
+
+    cm = pd.read_csv(evaluation_dir / "confusion_matrix.csv", index_col=0)
+    return [str(c) for c in cm.columns], cm.to_numpy().astype(int).tolist()
+
+
+def png_page(path: Path, title: str) -> str:
+    """A PNG embedded in a small HTML page, for dashboards that show HTML artifacts."""
+    import base64
+    import html
+
+    data = base64.b64encode(path.read_bytes()).decode()
+    t = html.escape(title)
+    return f'<h3>{t}</h3><img alt="{t}" src="data:image/png;base64,{data}"/>'
 
 
 def heldout_windows(ingest_dir: Path, split_dir: Path, spec, limit: int = 32) -> list[np.ndarray]:

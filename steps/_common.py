@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 from pathlib import Path
 from typing import Any
@@ -46,5 +45,6 @@ def stage_dir(stage: str) -> Path:
 
 def png_html(path: Path, title: str) -> HTMLString:
     """A PNG embedded in HTML, so the dashboard shows it without another materializer."""
-    data = base64.b64encode(path.read_bytes()).decode()
-    return HTMLString(f'<h3>{title}</h3><img alt="{title}" src="data:image/png;base64,{data}"/>')
+    from audioflow.stages import png_page
+
+    return HTMLString(png_page(path, title))

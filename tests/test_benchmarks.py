@@ -117,3 +117,19 @@ def test_every_benchmark_has_a_smoke_run_and_is_in_make_bench():
     makefile = (ROOT / "Makefile").read_text()
     recipe = makefile.split("\nbench:", 1)[1].split("\n\n", 1)[0]
     assert {m for m in modules if f"python -m benchmarks.{m}" in recipe} == modules
+
+
+def test_stage_costs_smoke(tiny_recordings: Path, tmp_path: Path):
+    result = tmp_path / "costs.json"
+    out = run_benchmark("stage_costs", "--data", tiny_recordings, "--limit", "6", "--set", "train.epochs=1",
+                        "--set", "model.channels=[4,8]", "--set", "validate.min_per_class=1",
+                        "--set", "split.val_fraction=0.34", "--set", "split.test_fraction=0.34",
+                        "--set", "features.window_s=0.5", "--json", result, tmp_path=tmp_path)
+    assert "stage costs: 6 recordings" in out and "decode (baseline)" in out
+    r = json.loads(result.read_text())
+    assert r["benchmark"] == "stage_costs" and r["n_recordings"] == 6 and r["epochs"] == 1
+    assert set(r["stages"]) == {"ingest", "validate", "featurize", "decode (baseline)", "split", "train",
+                                "evaluate", "export"}
+    for stage, v in r["stages"].items():
+        assert v["wall_s"] > 0 and v["ms_per_recording"] > 0, stage
+    assert r["stages"]["decode (baseline)"]["x_decode"] == 1.0

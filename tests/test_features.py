@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from audioflow.config import DataConfig, FeaturesConfig
+from audioflow.config import DataConfig, FeaturesConfig, load_params
 from audioflow.features import Features, FeatureSpec, LogMel, featurize
 from audioflow.manifest import ingest
 from tests.conftest import tone, write_wav
@@ -140,3 +140,38 @@ def test_crashed_featurize_keeps_the_previous_features(tmp_path: Path, monkeypat
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "features", "ingest"]  # no partial folder
     assert Features.load(out).spec.n_mels == 16
+
+
+@pytest.mark.parametrize("n_shards", [2, 3, 7])
+def test_sharded_featurize_merges_to_the_same_bytes(tmp_path: Path, n_shards: int):
+    from audioflow import stages
+
+    root = tmp_path / "d"
+    for k in range(5):  # uneven lengths: some files give several windows, batches straddle shards
+        write_wav(root / "a" / f"{k}.wav", tone(300 + 40 * k, 0.2 + 0.3 * k, 8000, seed=k), 8000)
+        write_wav(root / "b" / f"{k}.wav", tone(900 + 40 * k, 1.4 - 0.25 * k, 8000, seed=9 + k), 8000)
+    params = load_params(tmp_path / "absent.yaml", {
+        "data.root": str(root), "data.manifest": None, "features.window_s": 0.5,
+        "features.n_mels": 16, "features.batch_size": 3})
+    stages.ingest(params, tmp_path / "ingest", progress=False)
+    whole = stages.featurize(params, tmp_path / "ingest", tmp_path / "whole", progress=False)
+    parts = [tmp_path / f"part{i}" for i in range(n_shards)]
+    for i, part in enumerate(parts):
+        stages.featurize(params, tmp_path / "ingest", part, progress=False, shard=(i, n_shards))
+    assert sum(len(Features.load(p).index) for p in parts) == len(whole.index)
+    stages.merge_features(params, parts, tmp_path / "merged")
+    for name in ("features.npy", "index.csv", "features.json", "params.json"):
+        assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+def test_merge_refuses_shards_of_different_runs(tmp_path: Path):
+    from audioflow import stages
+    from audioflow.features import FeaturesError
+
+    params = _small_features(tmp_path)
+    stages.featurize(params, tmp_path / "ingest", tmp_path / "p0", progress=False, shard=(0, 2))
+    other = params.model_copy(update={"features": params.features.model_copy(update={"n_mels": 8})})
+    stages.featurize(other, tmp_path / "ingest", tmp_path / "p1", progress=False, shard=(1, 2))
+    with pytest.raises(FeaturesError, match="disagree on spec"):
+        stages.merge_features(params, [tmp_path / "p0", tmp_path / "p1"], tmp_path / "m")
+    assert not (tmp_path / "m").exists()

@@ -1,0 +1,282 @@
+"""The Kubeflow Pipelines front: one containerized component per stage, wiring only.
+
+    audioflow kubeflow compile audioflow-pipeline.yaml      # the IR YAML to upload to a cluster
+
+Every component is a few lines that call ``audioflow.stages`` inside the steps image built
+from ``docker/Dockerfile``; the image, secrets, resources and retries come from
+``configs/kfp.yaml`` and the hyperparameters from ``params.yaml`` (compiled in as the default of
+the ``params_yaml`` pipeline parameter). Run-time parameters: ``data_root`` (a folder or an
+object-store URL such as ``s3://bucket/recordings``) and ``overrides`` (``{"train.lr": 0.001}``).
+
+A ``configure`` task turns those into the sections each stage reads (``audioflow.stages.PARAMS``),
+so KFP's cache key of a stage changes only when its own sections or inputs change.
+``features.shards: N`` fans featurize out over N tasks built here in the pipeline function
+(not ``dsl.ParallelFor``, which ``kfp.local`` 2.17 cannot run), merged pairwise, in order,
+into the same bytes as one featurize.
+"""
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+from kfp import dsl, kubernetes
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from pydantic import BaseModel, ConfigDict, Field
+
+from audioflow.config import Params, load_params
+
+PIPELINE_NAME = "audioflow-training"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Strict):
+    cpu: str = "1"  # Kubernetes quantities
+    memory: str = "4Gi"
+    gpu: int = Field(0, ge=0)
+    accelerator: str = "nvidia.com/gpu"
+
+
+class Retry(_Strict):
+    count: int = Field(2, ge=0)
+    backoff: str = "30s"
+    factor: float = Field(2.0, ge=1)
+
+
+class KfpSettings(_Strict):
+    """configs/kfp.yaml: where and how the steps run on a cluster."""
+
+    image: str
+    caching: bool = True
+    retry: Retry = Retry()
+    s3_secret: str | None = "audioflow-s3"
+    s3_secret_env: dict[str, str] = {}
+    resources: dict[str, Resources] = {}
+
+    def resources_for(self, stage: str) -> Resources:
+        return self.resources.get(stage, self.resources.get("default", Resources()))
+
+
+def load_settings(path: str | Path = "configs/kfp.yaml", image: str | None = None) -> KfpSettings:
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if image:
+        raw["image"] = image
+    return KfpSettings.model_validate(raw)
+
+
+# --------------------------------------------------------------------------- components
+# Lightweight components: KFP ships each function's source to the image, so each one imports
+# what it uses inside its body.
+
+
+def configure(params_yaml: str, overrides: dict, data_root: str) -> NamedTuple(
+    "Sections", [("ingest", str), ("validate", str), ("featurize", str), ("split", str),
+                 ("train", str), ("evaluate", str), ("export", str)]
+):
+    """The params.yaml sections each stage reads, with the run's overrides and data root."""
+    from collections import namedtuple
+
+    from audioflow import stages
+    from audioflow.config import params_from_yaml
+
+    params = params_from_yaml(params_yaml, dict(overrides or {}, **{"data.root": data_root}))
+    names = list(stages.PARAMS)
+    return namedtuple("Sections", names)(*(stages.sections_json(params, s) for s in names))
+
+
+def ingest(sections: str, dataset: Output[Dataset]):
+    from pathlib import Path
+
+    from audioflow import stages
+
+    stages.ingest(stages.params_from_json(sections), Path(dataset.path), progress=False)
+
+
+def validate(dataset: Input[Dataset], sections: str, validation: Output[Dataset], report: Output[HTML]):
+    import shutil
+    from pathlib import Path
+
+    from audioflow import stages
+
+    out = Path(validation.path)
+    stages.validate(stages.params_from_json(sections), Path(dataset.path), out, progress=False)
+    shutil.copyfile(out / "report.html", report.path)
+
+
+def featurize(dataset: Input[Dataset], sections: str, features: Output[Dataset], shard: int = 0,
+              n_shards: int = 1):
+    from pathlib import Path
+
+    from audioflow import stages
+
+    stages.featurize(stages.params_from_json(sections), Path(dataset.path), Path(features.path),
+                     progress=False, shard=(shard, n_shards))
+
+
+def merge_features(sections: str, first: Input[Dataset], second: Input[Dataset], features: Output[Dataset]):
+    from pathlib import Path
+
+    from audioflow import stages
+
+    stages.merge_features(stages.params_from_json(sections), [Path(first.path), Path(second.path)],
+                          Path(features.path))
+
+
+def split(dataset: Input[Dataset], sections: str, assignment: Output[Dataset]):
+    from pathlib import Path
+
+    from audioflow import stages
+
+    stages.split(stages.params_from_json(sections), Path(dataset.path), Path(assignment.path))
+
+
+def train(features: Input[Dataset], assignment: Input[Dataset], sections: str, model: Output[Model],
+          curves: Output[HTML]):
+    from pathlib import Path
+
+    from audioflow import stages
+
+    out = Path(model.path)
+    stages.train(stages.params_from_json(sections), Path(features.path), Path(assignment.path), out,
+                 progress=False)
+    Path(curves.path).write_text(stages.png_page(out / "training_curves.png", "Training curves"))
+
+
+def evaluate(features: Input[Dataset], assignment: Input[Dataset], model: Input[Model], sections: str,
+             evaluation: Output[Dataset], metrics: Output[Metrics], confusion: Output[ClassificationMetrics]):
+    from pathlib import Path
+
+    from audioflow import stages
+
+    out = Path(evaluation.path)
+    m = stages.evaluate(stages.params_from_json(sections), Path(features.path), Path(assignment.path),
+                        Path(model.path) / "model", out)
+    for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+        metrics.log_metric(key, m[key])
+    confusion.log_confusion_matrix(*stages.confusion_counts(out))
+
+
+def export(model: Input[Model], dataset: Input[Dataset], assignment: Input[Dataset], sections: str,
+           onnx_model: Output[Model]):
+    from pathlib import Path
+
+    from audioflow import stages
+
+    report = stages.export(stages.params_from_json(sections), Path(model.path) / "model", Path(dataset.path),
+                           Path(assignment.path), Path(onnx_model.path))
+    onnx_model.metadata.update({"framework": "onnx", "file": "model.onnx", "opset": report["opset"],
+                                "max_abs_diff": report["max_abs_diff"]})
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def build_pipeline(params: Params, settings: KfpSettings):
+    """The pipeline function for these compile-time params (shard count) and settings."""
+    component = {fn.__name__: dsl.component(fn, base_image=settings.image, install_kfp_package=False)
+                 for fn in (configure, ingest, validate, featurize, merge_features, split, train, evaluate,
+                            export)}
+
+    def step(name: str, stage: str, **inputs) -> dsl.PipelineTask:
+        task = component[name](**inputs).set_display_name(stage)
+        r = settings.resources_for(stage)
+        task.set_cpu_request(r.cpu).set_memory_request(r.memory)
+        if r.gpu:
+            task.set_accelerator_type(r.accelerator).set_accelerator_limit(r.gpu)
+        task.set_caching_options(settings.caching)
+        if settings.retry.count:
+            task.set_retry(num_retries=settings.retry.count, backoff_duration=settings.retry.backoff,
+                           backoff_factor=settings.retry.factor)
+        if settings.s3_secret and settings.s3_secret_env:
+            kubernetes.use_secret_as_env(task, secret_name=settings.s3_secret,
+                                         secret_key_to_env=settings.s3_secret_env, optional=True)
+        return task
+
+    n_shards = params.features.shards
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="ingest -> validate -> featurize -> split -> train -> "
+                                                  "evaluate -> export (audioflow)")
+    def audioflow_pipeline(data_root: str = params.data.root, overrides: dict = {},  # noqa: B006
+                           # One line: KFP copies defaults into the YAML's header comment, and a
+                           # multi-line string there breaks the file (JSON is YAML too).
+                           params_yaml: str = json.dumps(params.to_dict()),
+                           ) -> NamedTuple("Outputs", [("features", Dataset), ("evaluation", Dataset),
+                                                       ("onnx_model", Model)]):
+        cfg = step("configure", "configure", params_yaml=params_yaml, overrides=overrides, data_root=data_root)
+        sections = cfg.outputs
+        dataset = step("ingest", "ingest", sections=sections["ingest"]).outputs["dataset"]
+        checked = step("validate", "validate", dataset=dataset, sections=sections["validate"])
+        # Nothing reads unvalidated data: featurize and split wait for validation.
+        parts = [step("featurize", "featurize" if n_shards == 1 else f"featurize-{i + 1}-of-{n_shards}",
+                      dataset=dataset, sections=sections["featurize"], shard=i, n_shards=n_shards)
+                 .after(checked).outputs["features"] for i in range(n_shards)]
+        level = 0
+        while len(parts) > 1:  # pairwise, in order: a log-depth tree of merges
+            level += 1
+            merged = [step("merge_features", "featurize", sections=sections["featurize"], first=a, second=b)
+                      .set_display_name(f"merge-features-{level}-{i + 1}").outputs["features"]
+                      for i, (a, b) in enumerate(zip(parts[0::2], parts[1::2]))]
+            parts = merged + parts[len(merged) * 2:]
+        features = parts[0]
+        assignment = step("split", "split", dataset=dataset, sections=sections["split"]).after(checked)
+        assignment = assignment.outputs["assignment"]
+        model = step("train", "train", features=features, assignment=assignment,
+                     sections=sections["train"]).outputs["model"]
+        evaluation = step("evaluate", "evaluate", features=features, assignment=assignment, model=model,
+                          sections=sections["evaluate"]).outputs["evaluation"]
+        onnx_model = step("export", "export", model=model, dataset=dataset, assignment=assignment,
+                          sections=sections["export"]).outputs["onnx_model"]
+        return NamedTuple("Outputs", [("features", Dataset), ("evaluation", Dataset), ("onnx_model", Model)])(
+            features, evaluation, onnx_model)
+
+    return audioflow_pipeline
+
+
+def compile_pipeline(out: str | Path, params_path: str | Path = "params.yaml", overrides: dict | None = None,
+                     settings_path: str | Path = "configs/kfp.yaml", image: str | None = None) -> Path:
+    """Write the pipeline's IR YAML, the file a Kubeflow Pipelines cluster runs."""
+    from kfp import compiler
+
+    params = load_params(params_path, overrides)
+    pipeline = build_pipeline(params, load_settings(settings_path, image))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(pipeline, package_path=str(out))
+    return out
+
+
+def run_local(pipeline_root: str | Path, data_root: str, params_path: str | Path = "params.yaml",
+              overrides: dict | None = None, settings_path: str | Path = "configs/kfp.yaml") -> dict[str, Path]:
+    """Run the same pipeline on this machine under ``kfp.local`` (no cluster, no containers).
+
+    Each component runs as a subprocess of this Python environment; KFP's local runner ignores
+    resources, retries, caching and secrets. Each component's command writes its source to a
+    ``mktemp -d`` folder (harmless in a pod, left behind here), so the run gets a private
+    temporary directory that goes with it.
+    """
+    import os
+    import tempfile
+
+    from kfp import local
+
+    params = load_params(params_path, overrides)
+    pipeline = build_pipeline(params, load_settings(settings_path))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+               raise_on_error=True)
+    before = os.environ.get("TMPDIR")
+    with tempfile.TemporaryDirectory(prefix="audioflow-kfp-local-") as scratch:
+        os.environ["TMPDIR"] = scratch
+        try:
+            task = pipeline(data_root=data_root, overrides=dict(overrides or {}))
+        finally:
+            if before is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = before
+    return {name: Path(artifact.path) for name, artifact in task.outputs.items()}
