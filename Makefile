@@ -31,10 +31,12 @@ demo: setup  ## run the ZenML pipeline on the built-in demo dataset, then classi
 
 test: setup  ## lint, then run the test suite
 	$(RUN) ruff check audioflow steps pipelines tests benchmarks
+	$(RUN) hadolint docker/Dockerfile*
 	$(RUN) pytest $(PYTEST_ARGS)
 
-lint: setup  ## ruff
+lint: setup  ## ruff, and hadolint on the Dockerfiles
 	$(RUN) ruff check audioflow steps pipelines tests benchmarks
+	$(RUN) hadolint docker/Dockerfile*
 
 # Every benchmark in benchmarks/ (tests/test_benchmarks.py checks this list is complete):
 # featurize vs librosa on FSDD (~1 min; skips without ../shared/data/fsdd), then three ZenML
