@@ -138,3 +138,18 @@ def test_local_run_matches_the_cli_byte_for_byte(tmp_path: Path):
     assert (kfp_project / "outputs" / "model.onnx").stat().st_size > 0
     assert json.loads((Path(artifacts["onnx_model"]) / "export.json").read_text())["max_abs_diff"] <= 1e-4
     assert list(scratch.iterdir()) == []
+
+
+def test_each_component_gets_its_own_stage_sections(compiled):
+    """The KFP front follows audioflow.stages.PARAMS like the others (tests/test_stage_contract.py)."""
+    from audioflow.stages import PARAMS
+
+    spec, _ = compiled
+    outputs = spec.components["comp-configure"].output_definitions.parameters
+    assert set(outputs) == set(PARAMS)
+    for name, task in spec.root.dag.tasks.items():
+        if name == "configure":
+            continue
+        source = task.inputs.parameters["sections"].task_output_parameter
+        stage = re.sub(r"^merge-features.*|-\d+$", "", name) or "featurize"
+        assert (source.producer_task, source.output_parameter_key) == ("configure", stage), name
