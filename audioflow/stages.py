@@ -223,7 +223,7 @@ def heldout_windows(ingest_dir: Path, split_dir: Path, spec, limit: int = 32) ->
     table = _split.load(split_dir)
     windows: list[np.ndarray] = []
     for rel in table.loc[table["split"] == "test", "path"]:
-        signal = audio.load(ds.abspath(rel), spec.sample_rate)
+        signal = audio.load(ds.location(rel), spec.sample_rate)
         windows.extend(audio.frame_windows(signal, spec.window_samples, spec.window_hop_samples))
         if len(windows) >= limit:
             break
