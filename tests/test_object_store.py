@@ -11,13 +11,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
-import yaml
 
 from audioflow import audio
 from audioflow.config import DataConfig, ValidateConfig
@@ -144,3 +141,87 @@ def test_manifest_path_leaving_the_root_refused(s3_env, tmp_path: Path):
     with pytest.raises(ManifestError) as e:
         ingest(DataConfig(root=f"{url}/root"), progress=False)
     assert f"{url}/root/manifest.csv:3: ../outside.wav: path leaves the data root" in str(e.value)
+
+
+# ---------------------------------------------------------------- the pipeline on S3
+
+
+def files_mentioning(root: Path, needles: list[str]) -> list[str]:
+    """Files under ``root`` whose bytes contain one of ``needles``."""
+    return sorted(f"{p.relative_to(root)}: {n}" for p in root.rglob("*") if p.is_file()
+                  for n in needles if n.encode() in p.read_bytes())
+
+
+@pytest.mark.slow
+def test_cli_pipeline_same_results_from_local_and_s3(s3_server, demo, demo_url, tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    runs = {}
+    for name, root in (("local", "data"), ("s3", demo_url)):
+        project = tmp_path / name
+        project.mkdir()
+        shutil.copyfile(ROOT / "params.yaml", project / "params.yaml")
+        run_env = env
+        if name == "local":
+            shutil.copytree(demo, project / "data")
+        else:  # the S3-specific endpoint variable this time; AWS_ENDPOINT_URL works as well
+            run_env = env | s3_server.env()
+            run_env["AWS_ENDPOINT_URL_S3"] = run_env.pop("AWS_ENDPOINT_URL")
+        p = subprocess.run([str(BIN / "audioflow"), "run", "-q", "--set", f"data.root={root}", *SMALL],
+                           cwd=project, env=run_env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
+        runs[name] = project
+    local, s3 = runs["local"], runs["s3"]
+
+    def read(project: Path, rel: str) -> bytes:
+        return (project / rel).read_bytes()
+
+    ds = {k: json.loads(read(p, "artifacts/ingest/dataset.json")) for k, p in runs.items()}
+    assert ds["s3"]["root"] == demo_url and ds["local"]["root"] == "data"  # as configured
+    assert ds["s3"] | {"root": "data"} == ds["local"]
+    for rel in ("artifacts/ingest/files.csv", "artifacts/validate/facts.csv", "artifacts/features/features.npy",
+                "artifacts/features/index.csv", "artifacts/features/features.json", "artifacts/split/split.csv",
+                "artifacts/train/model/model.safetensors", "outputs/metrics.json", "outputs/predictions.csv",
+                "outputs/model.onnx"):
+        assert read(s3, rel) == read(local, rel), rel
+    local_export, s3_export = (json.loads(read(p, "artifacts/export/export.json")) for p in (local, s3))
+    assert s3_export.pop("seconds") > 0 and local_export.pop("seconds") > 0  # the one thing that differs
+    assert s3_export == local_export
+    metrics = json.loads(read(s3, "outputs/metrics.json"))
+    assert metrics["dataset_fingerprint"] == ds["local"]["fingerprint"]
+    # Nothing refers to the machine's folders: not the project, not the temporary folder.
+    for project in runs.values():
+        for sub in ("artifacts", "outputs"):
+            assert files_mentioning(project / sub, [str(tmp_path), str(project.resolve()), "/tmp/"]) == []
+
+
+# ---------------------------------------------------------------- DVC with an S3 remote
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_dvc_s3_remote_push_then_pull_into_a_clone(s3_server, demo, tmp_path: Path):
+    from tests.test_dvc import md5_tree, new_repo
+
+    repo = new_repo(tmp_path / "project", tmp_path / "home")
+    repo.env = {k: v for k, v in repo.env.items() if not k.startswith("AWS_")}
+    shutil.copytree(demo, repo.path / "data")
+    repo.dvc("add", "data")
+    url = f"s3://{s3_server.make_bucket('dvc')}/audioflow"
+    repo.dvc("remote", "add", "-d", "storage", url)
+    repo.dvc("remote", "modify", "storage", "endpointurl", s3_server.endpoint)
+    # Credentials stay out of git: .dvc/config.local here, the environment in the clone.
+    repo.dvc("remote", "modify", "--local", "storage", "access_key_id", s3_server.access_key)
+    repo.dvc("remote", "modify", "--local", "storage", "secret_access_key", s3_server.secret_key)
+    repo.commit("data on an S3 remote")
+    assert s3_server.secret_key not in repo.git("show", "HEAD:.dvc/config")
+    repo.dvc("push")
+    assert "in sync" in repo.dvc("status", "-c")
+
+    clone_path = tmp_path / "clone"
+    repo.git("clone", "-q", str(repo.path), str(clone_path))
+    clone = type(repo)(clone_path, repo.env | s3_server.env())
+    assert not (clone_path / "data").exists()
+    clone.dvc("pull")
+    assert md5_tree(clone_path / "data") == md5_tree(repo.path / "data") == md5_tree(demo)
+    assert "Data and pipelines are up to date" in clone.dvc("status")
+    assert "in sync" in clone.dvc("status", "-c")
