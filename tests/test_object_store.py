@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,117 @@ def test_dvc_s3_remote_push_then_pull_into_a_clone(s3_server, demo, tmp_path: Pa
     assert md5_tree(clone_path / "data") == md5_tree(repo.path / "data") == md5_tree(demo)
     assert "Data and pipelines are up to date" in clone.dvc("status")
     assert "in sync" in clone.dvc("status", "-c")
+
+
+# ---------------------------------------------------------------- ZenML on an S3 artifact store
+
+RUN_INFO = """
+import json
+from zenml.client import Client
+c = Client()
+run = c.get_pipeline_run(c.list_pipeline_runs(sort_by="desc:created", size=1).items[0].id)
+print(json.dumps({
+    "status": run.status.value,
+    "steps": {n: s.status.value for n, s in run.steps.items()},
+    "train": dict(run.steps["train"].run_metadata) if "train" in run.steps else {},
+    "uris": sorted(a.uri for s in run.steps.values() for arts in s.outputs.values() for a in arts),
+    "store": str(c.active_stack.artifact_store.path),
+    "outputs_dir": run.steps["publish"].outputs["outputs_dir"][0].load() if "publish" in run.steps else None,
+}, default=str))
+"""
+
+
+@pytest.fixture(scope="module")
+def zenml_s3(s3_server, demo, tmp_path_factory):
+    """A ZenML project whose active stack keeps its artifacts on the S3 server; one run done."""
+    from tests.test_zenml import Project
+
+    root = tmp_path_factory.mktemp("zenml-s3")
+    for d in ("steps", "pipelines", "configs"):
+        shutil.copytree(ROOT / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(ROOT / "params.yaml", root / "params.yaml")
+    shutil.copytree(demo, root / "data")
+    proj = Project(root)
+    # No AWS_* variables: the artifact store's own configuration must be enough.
+    proj.env = {k: v for k, v in proj.env.items() if not k.startswith("AWS_")}
+    for section, key, value in [("train", "epochs", 2), ("features", "window_s", 1.5),
+                                ("model", "channels", [8, 16]), ("validate", "min_per_class", 3)]:
+        proj.set_param(section, key, value)
+    proj.bucket = s3_server.make_bucket("zenml")
+    zenml = str(BIN / "zenml")
+    proj.sh(zenml, "init")
+    proj.sh(zenml, "secret", "create", "s3_store", f"--aws_access_key_id={s3_server.access_key}",
+            f"--aws_secret_access_key={s3_server.secret_key}")
+    # After "--": `--secret` before it would attach a secret as environment variables instead.
+    proj.sh(zenml, "artifact-store", "register", "s3-store", "--flavor=s3", "--", f"--path=s3://{proj.bucket}/zenml",
+            "--key={{s3_store.aws_access_key_id}}", "--secret={{s3_store.aws_secret_access_key}}",
+            "--client_kwargs=" + json.dumps({"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"}))
+    proj.sh(zenml, "stack", "register", "s3-stack", "-o", "default", "-a", "s3-store", "--set")
+    proj.first = run_zenml(proj)
+    return proj
+
+
+def checkpoints_in(fs, store: str) -> list[str]:
+    # SeaweedFS lists an emptied "folder" as an entry of its own: look for the files.
+    return [p for p in fs.find(f"{store}/audioflow-checkpoints") if p.rsplit("/", 1)[-1].startswith("last.pt")]
+
+
+def run_zenml(proj, check: bool = True) -> dict:
+    p = proj.sh(str(BIN / "zenml"), "pipeline", "run", "pipelines.training.training_pipeline",
+                "-c", "configs/local.yaml", check=check)
+    info = json.loads(proj.sh(sys.executable, "-c", RUN_INFO).stdout.strip().splitlines()[-1])
+    info["log"] = p.stdout + p.stderr
+    info["left_in_tmp"] = sorted(q.name for q in (proj.root / "tmp").iterdir())
+    return info
+
+
+@pytest.mark.slow
+def test_zenml_pipeline_on_an_s3_artifact_store(zenml_s3, s3_server):
+    from tests.test_zenml import STEPS
+
+    first = zenml_s3.first
+    assert first["status"] == "completed" and set(first["steps"].values()) == {"completed"}
+    assert set(first["steps"]) == set(STEPS)
+    assert first["store"] == f"s3://{zenml_s3.bucket}/zenml"
+    assert first["uris"] and all(u.startswith(f"s3://{zenml_s3.bucket}/zenml/") for u in first["uris"])
+    assert s3_server.fs().find(f"{zenml_s3.bucket}/zenml")  # the artifacts are in the bucket
+    metrics = json.loads((zenml_s3.root / "outputs/metrics.json").read_text())
+    assert 0 <= metrics["macro_f1"] <= 1
+    assert first["train"]["resumed_from_epoch"] == 0
+    assert first["outputs_dir"] == "outputs"  # as given, not this machine's working directory
+    assert first["left_in_tmp"] == []
+    # A finished training leaves no checkpoint in the store.
+    assert checkpoints_in(s3_server.fs(), f"{zenml_s3.bucket}/zenml") == []
+
+    again = run_zenml(zenml_s3)
+    assert {n for n, s in again["steps"].items() if s == "completed"} == {"publish"}
+    assert {n for n, s in again["steps"].items() if s == "cached"} == set(STEPS) - {"publish"}
+    assert again["left_in_tmp"] == []
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_the_artifact_store(zenml_s3, s3_server):
+    """A step killed mid-training (a lost pod) resumes from the checkpoint in the artifact store."""
+    zenml_s3.set_param("train", "epochs", 30)
+    zenml_s3.set_param("train", "patience", 30)
+    fs = s3_server.fs()
+    pattern = f"{zenml_s3.bucket}/zenml/audioflow-checkpoints/*/last.pt"
+    proc = subprocess.Popen([str(BIN / "zenml"), "pipeline", "run", "pipelines.training.training_pipeline",
+                             "-c", "configs/local.yaml"], cwd=zenml_s3.root, env=zenml_s3.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not fs.glob(pattern):
+            assert proc.poll() is None, "the run ended before its first checkpoint was seen"
+            assert time.monotonic() < deadline, "no checkpoint in the artifact store after 300 s"
+            time.sleep(0.1)
+    finally:
+        proc.kill()  # SIGKILL, no clean-up: what a node failure does to a pod
+        proc.wait(timeout=60)
+    assert len(checkpoints_in(fs, f"{zenml_s3.bucket}/zenml")) == 1
+
+    resumed = run_zenml(zenml_s3)
+    assert resumed["status"] == "completed"
+    assert resumed["train"]["resumed_from_epoch"] >= 1
+    assert resumed["train"]["epochs_run"] == 30
+    assert checkpoints_in(fs, f"{zenml_s3.bucket}/zenml") == []  # finished: the checkpoint is gone
