@@ -65,14 +65,17 @@ class DataRoot:
         local = self.local
         return local / rel if local is not None else f"{self._base}/{rel}"
 
-    def _fs(self):
+    def _fs(self, fresh: bool = False):
         fs, path = url_to_fs(self._base)
-        return fs, path.rstrip("/")
+        path = path.rstrip("/")
+        if fresh:  # fsspec caches listings for the life of the process: see what is there now
+            fs.invalidate_cache(path)
+        return fs, path
 
     def is_dir(self) -> bool:
         if (local := self.local) is not None:
             return local.is_dir()
-        fs, path = self._fs()
+        fs, path = self._fs(fresh=True)
         return self._remote(lambda: fs.isdir(path))
 
     def is_file(self, rel: str) -> bool:
@@ -104,7 +107,7 @@ class DataRoot:
 
         One listing instead of one request per file. Local folders are walked by the caller.
         """
-        fs, path = self._fs()
+        fs, path = self._fs(fresh=True)
         found = self._remote(lambda: fs.find(path, detail=True))
         return {name[len(path) + 1:]: int(info.get("size") or 0) for name, info in found.items()
                 if info.get("type", "file") == "file" and name.startswith(path + "/")}
