@@ -1,7 +1,9 @@
 """The training loop: AdamW, warm-up + cosine, clipping, AMP on CUDA, early stop, resume.
 
 The best model (by the monitored validation metric) is saved as safetensors + JSON. After
-every epoch the full state goes to ``checkpoint/last.pt``, so a crash resumes where it stopped.
+every epoch the full state goes to ``checkpoint/last.pt``, so a crash resumes where it stopped;
+it carries the best weights too, so the checkpoint alone resumes (a fresh pod, or DVC, which
+removes ``model/`` before it reruns the stage).
 """
 
 from __future__ import annotations
@@ -211,12 +213,17 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
 
     result = TrainResult(out / "model", monitor=cfg.monitor, device=str(device))
     best_score, bad_epochs, start_epoch = -math.inf, 0, 0
+    best_state: dict[str, torch.Tensor] | None = None  # CPU copy of the best epoch's weights
     ckpt_path = out / "checkpoint" / "last.pt"
     # Resume only the same run: same model, training, features, data and split.
     key = run_key(params, features, split_table)
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if state.get("run_key") == key:
+            best_state = state.get("best_model")
+            if best_state is not None:  # the folder may be new: put the best model so far back
+                model.load_state_dict(best_state)
+                save_model(model, meta, out / "model")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -278,6 +285,7 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
             result.best_epoch = epoch + 1
             result.best_metric = val_loss if cfg.monitor == "loss" else m[cfg.monitor]
             save_model(model, meta, out / "model")
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
         epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val_f1=f"{m['macro_f1']:.3f}")
@@ -287,6 +295,7 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
             "scaler": scaler.state_dict(), "generator": gen.get_state(), **rng_state(device),
             "best_score": best_score, "bad_epochs": bad_epochs, "best_epoch": result.best_epoch,
             "best_metric": result.best_metric, "history": json.dumps(result.history),
+            "best_model": best_state,
         }, ckpt_path)
         if on_checkpoint is not None:
             on_checkpoint(ckpt_path)
