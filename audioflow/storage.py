@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlparse
@@ -47,7 +48,7 @@ class DataRoot:
     def __str__(self) -> str:
         return self.spec
 
-    @property
+    @cached_property
     def local(self) -> Path | None:
         """The folder for a local root (``file://`` URLs included), None for an object store."""
         if not is_url(self.spec):
