@@ -1,10 +1,12 @@
 """The one decoding seam: soundfile decode, mono mix, soxr resample, fixed-length windows.
 
-Imports no torch, so the ONNX Runtime deployment path can use it too.
+Every recording is opened here, whether a local path or an object-store URL (``s3://...``,
+see ``audioflow.storage``). Imports no torch, so the ONNX Runtime deployment path can use it too.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from audioflow import storage
 from audioflow.errors import AudioflowError
 
 
@@ -41,6 +44,8 @@ class AudioInfo:
 
 def info(path: str | Path) -> AudioInfo:
     """Read the header; raise AudioError for a missing, empty or undecodable file."""
+    if storage.is_url(path):
+        return _remote_info(path)
     p = Path(path)
     if not p.exists():
         raise AudioError(p, "file not found")
@@ -55,12 +60,21 @@ def info(path: str | Path) -> AudioInfo:
 
 def read(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode to float32 of shape [frames, channels] in [-1, 1] and the native rate."""
-    p = Path(path)
-    try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
-    except Exception as exc:
-        info(p)  # names the cause (missing, empty, unreadable) in the same words as info()
-        raise AudioError(p, f"unreadable or unsupported format ({_short(exc)})") from exc
+    if storage.is_url(path):
+        p = path
+        # One request for the whole object: recordings are decoded whole anyway.
+        blob = io.BytesIO(_fetch(path))
+        try:
+            data, sr = sf.read(blob, dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise AudioError(p, f"unreadable or unsupported format ({_decode_error(exc, p)})") from exc
+    else:
+        p = Path(path)
+        try:
+            data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        except Exception as exc:
+            info(p)  # names the cause (missing, empty, unreadable) in the same words as info()
+            raise AudioError(p, f"unreadable or unsupported format ({_short(exc)})") from exc
     if data.shape[0] == 0:
         raise AudioError(p, "no samples (0 frames)")
     if not np.isfinite(data).all():
@@ -111,6 +125,47 @@ def frame_windows(signal: np.ndarray, window: int, hop: int) -> np.ndarray:
         piece = signal[s : s + window]
         out[i, : len(piece)] = piece
     return out
+
+
+def _fetch(url: str) -> bytes:
+    """The bytes of an object; AudioError (naming the URL) when absent, empty or unreachable."""
+    fs, path = storage.url_to_fs(url)
+    try:
+        data = fs.cat_file(path)
+    except FileNotFoundError as exc:
+        raise AudioError(url, "file not found") from exc
+    except Exception as exc:  # credentials, network, a "folder"
+        raise AudioError(url, f"unreadable ({_short(exc)})") from exc
+    if not data:
+        raise AudioError(url, "empty file (0 bytes)")
+    return data
+
+
+def _remote_info(url: str) -> AudioInfo:
+    # The header only: small ranged reads, not the whole object.
+    fs, path = storage.url_to_fs(url)
+    try:
+        f = fs.open(path, "rb", block_size=1 << 16)
+    except FileNotFoundError as exc:
+        raise AudioError(url, "file not found") from exc
+    except Exception as exc:
+        raise AudioError(url, f"unreadable ({_short(exc)})") from exc
+    with f:
+        if getattr(f, "size", None) == 0:
+            raise AudioError(url, "empty file (0 bytes)")
+        try:
+            i = sf.info(f)
+        except Exception as exc:
+            raise AudioError(url, f"unreadable or unsupported format ({_decode_error(exc, url)})") from exc
+    return AudioInfo(int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype)
+
+
+def _decode_error(exc: Exception, name: str) -> str:
+    # soundfile names a file object by its repr (a memory address); name the URL instead, in
+    # the words it uses for a path, so reports read the same for local and remote data.
+    if isinstance(exc, sf.LibsndfileError) and exc.prefix.startswith("Error opening"):
+        return f"Error opening {name!r}: {exc.error_string}"
+    return _short(exc)
 
 
 def _short(exc: Exception) -> str:

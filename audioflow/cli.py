@@ -180,9 +180,14 @@ STAGES = {
 }
 
 
-def ensure_demo_data(root: Path, progress: bool = True) -> None:
-    """Write the built-in demo dataset into ``root`` unless that folder already exists."""
-    if root.exists():
+def ensure_demo_data(root: str | Path, progress: bool = True) -> None:
+    """Write the built-in demo dataset into ``root`` unless that folder already exists.
+
+    An object-store root (``s3://...``) is left alone: upload the data there yourself.
+    """
+    from audioflow.storage import is_url
+
+    if is_url(root) or Path(root).exists():
         return
     from audioflow.demo import write_demo_dataset
 
@@ -194,7 +199,7 @@ def cmd_run(args) -> int:
     """Every stage in order, then a summary."""
     params = _params(args)
     if args.demo_data:
-        ensure_demo_data(Path(params.data.root), progress=not args.quiet)
+        ensure_demo_data(params.data.root, progress=not args.quiet)
     t0 = time.perf_counter()
     args.dir, args.out = None, None
     for fn in STAGES.values():

@@ -172,7 +172,7 @@ def resolve_sample_rate(cfg: FeaturesConfig, ds: Dataset) -> int:
     """features.sample_rate, or with 'auto' the most common native rate of the recordings."""
     if cfg.sample_rate != "auto":
         return int(cfg.sample_rate)
-    rates = Counter(audio.info(ds.abspath(p)).sample_rate for p in ds.files["path"])
+    rates = Counter(audio.info(ds.location(p)).sample_rate for p in ds.files["path"])
     # Ties go to the higher rate: downsampling loses less than upsampling invents.
     return max(rates.items(), key=lambda kv: (kv[1], kv[0]))[0]
 
@@ -303,7 +303,7 @@ def featurize(
         bar = tqdm(files.itertuples(index=False), total=len(files), desc="featurize",
                    unit="file", disable=not progress, leave=False)
         for f in bar:
-            signal = audio.load(ds.abspath(f.path), spec.sample_rate)
+            signal = audio.load(ds.location(f.path), spec.sample_rate)
             starts = audio.window_starts(len(signal), spec.window_samples, spec.window_hop_samples)
             pending.append(audio.frame_windows(signal, spec.window_samples, spec.window_hop_samples))
             for s in starts:

@@ -2,6 +2,7 @@
 
 A dataset is either a manifest CSV (``path,label`` plus optional group and fold columns,
 paths relative to the data root) or, when there is none, class folders ``root/<label>/*``.
+The root is a local folder or an object-store URL (``audioflow.storage.DataRoot``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 import pandas as pd
 
 from audioflow.config import DataConfig
 from audioflow.errors import AudioflowError
+from audioflow.storage import DataRoot
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 
@@ -31,13 +34,17 @@ class ManifestError(AudioflowError, ValueError):
 class Dataset:
     """The ingested file table plus its content fingerprint."""
 
-    root: Path
+    root: DataRoot  # as configured: a relative path stays relative, a URL stays a URL
     files: pd.DataFrame  # FILE_COLUMNS; path relative to root, POSIX separators
     fingerprint: str
     warnings: list[str] = field(default_factory=list)  # shown in the summary and the report
 
-    def abspath(self, rel: str) -> Path:
-        return self.root / rel
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", DataRoot.of(self.root))
+
+    def location(self, rel: str) -> Path | str:
+        """Where a listed recording is: a Path under a local root, a URL under an object store."""
+        return self.root.location(rel)
 
     @property
     def labels(self) -> list[str]:
@@ -69,14 +76,13 @@ class Dataset:
         meta = json.loads((d / "dataset.json").read_text())
         files = pd.read_csv(d / "files.csv", dtype=str, keep_default_na=False)
         files["bytes"] = files["bytes"].astype(int)
-        return cls(Path(meta["root"]), files, meta["fingerprint"], list(meta.get("warnings", [])))
+        return cls(DataRoot(meta["root"]), files, meta["fingerprint"], list(meta.get("warnings", [])))
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_stream(f: IO[bytes], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    while block := f.read(chunk):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -98,12 +104,12 @@ def read_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     for folder discovery (``manifest: null``): then it is a warning that the summary and the
     validation report repeat, because recordings of one group may straddle splits.
     """
-    root = Path(cfg.root)
+    root = DataRoot(cfg.root)
     if not root.is_dir():
         raise ManifestError(f"data root {root} does not exist or is not a folder")
-    manifest = root / cfg.manifest if cfg.manifest else None
-    if manifest is not None and manifest.exists():
-        return _from_csv(manifest, cfg), []
+    manifest = root.location(cfg.manifest) if cfg.manifest else None
+    if manifest is not None and root.is_file(cfg.manifest):
+        return _from_csv(root, cfg), []
     if manifest is not None and cfg.manifest != "manifest.csv":
         # A manifest the user named explicitly must exist; the default name may be absent.
         raise ManifestError(f"manifest {manifest} not found")
@@ -133,26 +139,28 @@ def columns_for_folder(cfg: DataConfig) -> tuple[DataConfig, list[str]]:
     otherwise; without a manifest, class folders are used. The pipeline itself keeps failing
     on a configured column that is missing: only ``audioflow validate DIR`` adapts.
     """
-    root = Path(cfg.root)
-    manifest = root / cfg.manifest if cfg.manifest else None
+    root = DataRoot(cfg.root)
     notes: list[str] = []
-    if manifest is None or not manifest.is_file():
+    if not cfg.manifest or not root.is_file(cfg.manifest):
         if unused := _unhonoured_columns(cfg):
             notes.append(f"no {cfg.manifest or 'manifest'} in {root}: class folders, so "
                          f"{' and '.join(unused)} not used (no groups or folds)")
         return cfg.model_copy(update={"manifest": None, "group_column": None, "fold_column": None}), notes
-    header = pd.read_csv(manifest, dtype=str, nrows=0).columns
+    with root.open(cfg.manifest) as f:
+        header = pd.read_csv(f, dtype=str, nrows=0).columns
     update = {}
     for key in ("group_column", "fold_column"):
         column = getattr(cfg, key)
         if column and column not in header:
             update[key] = None
-            notes.append(f"data.{key}={column!r}: absent from {manifest.name}, not used")
+            notes.append(f"data.{key}={column!r}: absent from {PurePosixPath(cfg.manifest).name}, not used")
     return cfg.model_copy(update=update), notes
 
 
-def _from_csv(manifest: Path, cfg: DataConfig) -> pd.DataFrame:
-    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+def _from_csv(root: DataRoot, cfg: DataConfig) -> pd.DataFrame:
+    manifest = root.location(cfg.manifest)
+    with root.open(cfg.manifest) as f:
+        df = pd.read_csv(f, dtype=str, keep_default_na=False)
     wanted = {"path_column": cfg.path_column, "label_column": cfg.label_column}
     if cfg.group_column:
         wanted["group_column"] = cfg.group_column
@@ -199,12 +207,18 @@ def inside_root(rel: str) -> bool:
     return not (p.is_absolute() or _DRIVE.match(rel) or ".." in p.parts)
 
 
-def _from_folders(root: Path) -> pd.DataFrame:
+def _from_folders(root: DataRoot) -> pd.DataFrame:
     rows = []
-    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in sorted(label_dir.rglob("*")):
-            if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES:
-                rows.append({"path": f.relative_to(root).as_posix(), "label": label_dir.name})
+    if (local := root.local) is not None:
+        for label_dir in sorted(p for p in local.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for f in sorted(label_dir.rglob("*")):
+                if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES:
+                    rows.append({"path": f.relative_to(local).as_posix(), "label": label_dir.name})
+    else:  # an object store has no folders, only keys: one listing, grouped by the first part
+        for rel in sorted(root.files()):
+            parts = rel.split("/")
+            if len(parts) > 1 and not parts[0].startswith(".") and PurePosixPath(rel).suffix.lower() in AUDIO_SUFFIXES:
+                rows.append({"path": rel, "label": parts[0]})
     if not rows:
         raise ManifestError(
             f"{root}: no manifest.csv and no class folders with audio "
@@ -220,20 +234,20 @@ def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
     """Read the manifest (or folders) and hash every file's content."""
     from tqdm import tqdm
 
-    # Kept as configured (relative to the working directory when it is relative), so stage
-    # outputs stay valid in another checkout of the same project.
-    root = Path(cfg.root)
+    # Kept as configured (relative to the working directory when it is relative, a URL as
+    # written), so stage outputs stay valid in another checkout or pod of the same project.
+    root = DataRoot(cfg.root)
     df, warnings = read_manifest(cfg)
-    missing = [p for p in df["path"] if not (root / p).is_file()]
+    sizes = root.sizes(df["path"])
+    missing = [p for p in df["path"] if p not in sizes]
     if missing:
-        shown = "\n".join(f"{root / p}: file not found" for p in missing[:50])
+        shown = "\n".join(f"{root.location(p)}: file not found" for p in missing[:50])
         more = f"\n... and {len(missing) - 50} more" if len(missing) > 50 else ""
         raise ManifestError(f"{len(missing)} recording(s) listed but missing:\n{shown}{more}")
-    hashes, sizes = [], []
+    hashes = []
     for p in tqdm(df["path"], desc="ingest: hashing", unit="file", disable=not progress, leave=False):
-        f = root / p
-        hashes.append(sha256_file(f))
-        sizes.append(f.stat().st_size)
-    df = df.assign(sha256=hashes, bytes=sizes)[FILE_COLUMNS]
+        with root.open(p) as f:  # the bytes, wherever they are: same content, same fingerprint
+            hashes.append(sha256_stream(f))
+    df = df.assign(sha256=hashes, bytes=[sizes[p] for p in df["path"]])[FILE_COLUMNS]
     df = df.sort_values("path", kind="stable").reset_index(drop=True)
     return Dataset(root, df, fingerprint(df), warnings)

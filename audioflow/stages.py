@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,16 +192,32 @@ def split(params: Params, ingest_dir: Path, out: Path):
     return table
 
 
-def train(params: Params, features_dir: Path, split_dir: Path, out: Path, progress: bool = True):
-    """Train into ``out`` (which keeps a resumable checkpoint across crashes)."""
+def train(params: Params, features_dir: Path, split_dir: Path, out: Path, progress: bool = True,
+          on_checkpoint: Callable[[Path], None] | None = None):
+    """Train into ``out`` (which keeps a resumable checkpoint, ``checkpoint/last.pt``, across crashes).
+
+    ``on_checkpoint(path)`` runs after every epoch's checkpoint (see ``training.train``).
+    """
     from audioflow import split as _split
     from audioflow.features import Features
     from audioflow.training import train as _train
 
     result = _train(Features.load(features_dir), _split.load(split_dir), params, out,
-                    progress=progress)
+                    progress=progress, on_checkpoint=on_checkpoint)
     _write_params(params, "train", out)
     return result
+
+
+def checkpoint_key(params: Params, features_dir: Path, split_dir: Path) -> str:
+    """A short name for the training run that a checkpoint can resume (``training.run_key``)."""
+    import hashlib
+
+    from audioflow import split as _split
+    from audioflow.features import Features
+    from audioflow.training import run_key
+
+    key = run_key(params, Features.load(features_dir), _split.load(split_dir))
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 class QualityGateError(AudioflowError, RuntimeError):
@@ -268,7 +284,7 @@ def heldout_windows(ingest_dir: Path, split_dir: Path, spec, limit: int = 32) ->
     table = _split.load(split_dir)
     windows: list[np.ndarray] = []
     for rel in table.loc[table["split"] == "test", "path"]:
-        signal = audio.load(ds.abspath(rel), spec.sample_rate)
+        signal = audio.load(ds.location(rel), spec.sample_rate)
         windows.extend(audio.frame_windows(signal, spec.window_samples, spec.window_hop_samples))
         if len(windows) >= limit:
             break

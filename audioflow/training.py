@@ -1,7 +1,9 @@
 """The training loop: AdamW, warm-up + cosine, clipping, AMP on CUDA, early stop, resume.
 
 The best model (by the monitored validation metric) is saved as safetensors + JSON. After
-every epoch the full state goes to ``checkpoint/last.pt``, so a crash resumes where it stopped.
+every epoch the full state goes to ``checkpoint/last.pt``, so a crash resumes where it stopped;
+it carries the best weights too, so the checkpoint alone resumes (a fresh pod, or DVC, which
+removes ``model/`` before it reruns the stage).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +66,22 @@ def model_hash(params: Params, features: Features) -> str:
     blob = json.dumps({"model": d["model"], "train": d["train"], "spec": features.spec.to_dict()},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_key(params: Params, features: Features, split_table: pd.DataFrame) -> str:
+    """What a resumable checkpoint belongs to: model, train, feature spec, data and split.
+
+    A checkpoint resumes only a run with the same key; fronts that keep checkpoints outside the
+    stage folder (the ZenML step, in the artifact store) file them under a hash of it.
+    """
+    train_rows, val_rows = rows_for(features, split_table, "train"), rows_for(features, split_table, "val")
+    split_key = hashlib.sha256(
+        json.dumps([sorted(map(str, train_rows)), sorted(map(str, val_rows))]).encode()).hexdigest()[:16]
+    return f"{model_hash(params, features)}:{dataset_fingerprint(features)}:{split_key}"
+
+
+def dataset_fingerprint(features: Features) -> str:
+    return json.loads((features.dir / "features.json").read_text())["dataset_fingerprint"]
 
 
 def seed_everything(seed: int) -> None:
@@ -145,14 +164,19 @@ def train(
     out_dir: str | Path,
     progress: bool = True,
     resume: bool = True,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> TrainResult:
-    """Train the configured model on the train split, select on val, save the best."""
+    """Train the configured model on the train split, select on val, save the best.
+
+    ``on_checkpoint(path)`` is called after every epoch with the freshly written
+    ``checkpoint/last.pt``, e.g. to copy it where a restarted job finds it.
+    """
     with scratch_compiler_cache():
-        return _train(features, split_table, params, Path(out_dir), progress, resume)
+        return _train(features, split_table, params, Path(out_dir), progress, resume, on_checkpoint)
 
 
 def _train(features: Features, split_table: pd.DataFrame, params: Params, out: Path, progress: bool,
-           resume: bool) -> TrainResult:
+           resume: bool, on_checkpoint: Callable[[Path], None] | None) -> TrainResult:
     from tqdm import tqdm
 
     cfg = params.train
@@ -170,7 +194,7 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
     model_kwargs = {"n_mels": features.spec.n_mels, "n_classes": len(labels),
                     "channels": list(params.model.channels), "dropout": params.model.dropout}
     meta = ModelMeta(params.model.name, model_kwargs, labels, features.spec, model_hash(params, features),
-                     json.loads((features.dir / "features.json").read_text())["dataset_fingerprint"])
+                     dataset_fingerprint(features))
     model = meta.build()
     mean, std = mel_statistics(arr, train_rows)
     model.set_normalization(mean, std)
@@ -189,14 +213,17 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
 
     result = TrainResult(out / "model", monitor=cfg.monitor, device=str(device))
     best_score, bad_epochs, start_epoch = -math.inf, 0, 0
+    best_state: dict[str, torch.Tensor] | None = None  # CPU copy of the best epoch's weights
     ckpt_path = out / "checkpoint" / "last.pt"
     # Resume only the same run: same model, training, features, data and split.
-    split_key = hashlib.sha256(
-        json.dumps([sorted(map(str, train_rows)), sorted(map(str, val_rows))]).encode()).hexdigest()[:16]
-    run_key = f"{meta.params_hash}:{meta.dataset_fingerprint}:{split_key}"
+    key = run_key(params, features, split_table)
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("run_key") == run_key:
+        if state.get("run_key") == key:
+            best_state = state.get("best_model")
+            if best_state is not None:  # the folder may be new: put the best model so far back
+                model.load_state_dict(best_state)
+                save_model(model, meta, out / "model")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -258,16 +285,20 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
             result.best_epoch = epoch + 1
             result.best_metric = val_loss if cfg.monitor == "loss" else m[cfg.monitor]
             save_model(model, meta, out / "model")
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
         epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val_f1=f"{m['macro_f1']:.3f}")
         _atomic_torch_save({
-            "run_key": run_key, "epoch": epoch + 1, "model": model.state_dict(),
+            "run_key": key, "epoch": epoch + 1, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "generator": gen.get_state(), **rng_state(device),
             "best_score": best_score, "bad_epochs": bad_epochs, "best_epoch": result.best_epoch,
             "best_metric": result.best_metric, "history": json.dumps(result.history),
+            "best_model": best_state,
         }, ckpt_path)
+        if on_checkpoint is not None:
+            on_checkpoint(ckpt_path)
     else:
         result.stopped_early = bad_epochs >= cfg.patience and len(result.history) < cfg.epochs
     result.seconds = time.perf_counter() - t0

@@ -61,7 +61,7 @@ class DataValidationError(ValueError):
 # --------------------------------------------------------------------------- facts
 
 
-def file_facts(path: Path) -> dict[str, Any]:
+def file_facts(path: str | Path) -> dict[str, Any]:
     """Decode one recording and measure it; a bad file gives readable=False and the reason."""
     try:
         data, sr = audio.read(path)
@@ -122,9 +122,9 @@ def collect_facts(ds: Dataset, progress: bool = True) -> pd.DataFrame:
         disable=not progress,
         leave=False,
     ):
-        facts = file_facts(ds.abspath(rel))
+        facts = file_facts(ds.location(rel))
         # soundfile quotes the absolute path; the problem line already names the file.
-        facts["error"] = facts["error"].replace(str(ds.abspath(rel)), rel)
+        facts["error"] = facts["error"].replace(str(ds.location(rel)), rel)
         rows.append({"path": rel, "label": label, **facts, "sha256": sha})
     return _typed(pd.DataFrame(rows, columns=FACT_COLUMNS))
 

@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     spec = FeatureSpec.resolve(cfg, args.sample_rate)
     device = str(pick_device(cfg.device))  # what featurize() runs on, decided the same way
-    paths = [ds.abspath(p) for p in ds.files["path"]]
+    paths = [ds.location(p) for p in ds.files["path"]]
     n = len(paths)
 
     print(f"featurize vs librosa: {n} files from {data}")
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp_root = Path(tmp)
         # Warm-up: numba JIT in librosa, torch/torchaudio init, mel filterbank construction.
         run_audioflow(warm, cfg, tmp_root, "warm")
-        run_librosa([warm.abspath(p) for p in warm.files["path"]], spec, args.blas_threads)
+        run_librosa([warm.location(p) for p in warm.files["path"]], spec, args.blas_threads)
 
         af_arr = lr_arr = None
         for r in range(args.repeats):

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     params = load_params(args.params)
     if args.demo_data:
-        ensure_demo_data(Path(params.data.root))
+        ensure_demo_data(params.data.root)
 
     from zenml.client import Client
 

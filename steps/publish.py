@@ -20,4 +20,4 @@ def publish(validation: Path, evaluation: Path, onnx_model: Path,
     model = get_step_context().model
     if model is not None:
         model.set_stage(ModelStages.STAGING, force=True)
-    return str(out.resolve())
+    return str(out)  # as given: an artifact holds no path of this machine's working directory

@@ -6,20 +6,22 @@ from zenml import log_metadata, step
 from zenml.types import HTMLString
 
 from audioflow import stages
-from steps._common import params, png_html, stage_dir
-
-CHECKPOINTS = Path(".audioflow/checkpoints")  # outlives a crashed run, so the next one resumes
+from steps._common import params, png_html, stage_dir, stored_checkpoint
 
 
 @step
 def train(features: Path, split: Path, model_cfg: dict[str, Any], train_cfg: dict[str, Any]) -> tuple[
     Annotated[Path, "trained_model"], Annotated[HTMLString, "training_curves"]
 ]:
-    """Train; the best checkpoint (safetensors + JSON) and the curves are the outputs."""
+    """Train; the best checkpoint (safetensors + JSON) and the curves are the outputs.
+
+    The resume checkpoint lives in the artifact store after every epoch, so a retried step (a
+    restarted pod, another machine) resumes where the killed one stopped.
+    """
     p = params(model=model_cfg, train=train_cfg)
-    work = CHECKPOINTS / p.section_hash("model", "train")
-    result = stages.train(p, features, split, work, progress=False)
     out = stage_dir("train")
-    shutil.copytree(work, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint"))
+    with stored_checkpoint(stages.checkpoint_key(p, features, split), out / "checkpoint") as upload:
+        result = stages.train(p, features, split, out, progress=False, on_checkpoint=upload)
+    shutil.rmtree(out / "checkpoint")  # emptied by the finished run: not part of the artifact
     log_metadata(metadata=result.summary())
     return out, png_html(out / "training_curves.png", "Training curves")

