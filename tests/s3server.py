@@ -52,6 +52,7 @@ class S3Server:
     proc: subprocess.Popen
     log: Path
     buckets: list[str] = field(default_factory=list)
+    sockets: list[Path] = field(default_factory=list)  # weed's, in /tmp whatever TMPDIR says
 
     @classmethod
     def start(cls, workdir: Path, timeout: float = 90.0) -> S3Server:
@@ -76,6 +77,8 @@ class S3Server:
             f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
             f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
             "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}",
+            # Unix sockets beside the data where weed lets us choose (it ignores TMPDIR)...
+            f"-s3.localSocket={workdir / 'tmp' / 's3.sock'}", f"-filer.localSocket={workdir / 'tmp' / 'filer.sock'}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",  # off: they would take fixed ports
             # Each bucket is a collection with volumes of its own: small ones, plenty of them.
             "-master.volumeSizeLimitMB=16", "-volume.max=1000", "-volume.preStopSeconds=0",
@@ -87,6 +90,10 @@ class S3Server:
             proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=os.environ | {"TMPDIR": str(workdir / "tmp")})
         server = cls(f"http://127.0.0.1:{s3}", key, secret, proc, log)
+        # ...and the gRPC ones it always puts in /tmp, named by port: removed in stop().
+        server.sockets = [Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock") for name, port in
+                          (("master", master_grpc), ("volume", volume_grpc), ("filer", filer_grpc),
+                           ("s3", s3_grpc))]
         try:
             server._wait_ready(timeout)
         except BaseException:
@@ -163,6 +170,8 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
+        for sock in self.sockets:
+            sock.unlink(missing_ok=True)
 
     def __enter__(self) -> S3Server:
         return self
