@@ -35,7 +35,7 @@ def timed(fn, *args, **kwargs):
 def decode_all(ds, sample_rate: int) -> int:
     from audioflow import audio
 
-    return sum(len(audio.load(ds.abspath(p), sample_rate)) for p in ds.files["path"])
+    return sum(len(audio.load(ds.location(p), sample_rate)) for p in ds.files["path"])
 
 
 def main(argv: list[str] | None = None) -> int:
