@@ -282,12 +282,7 @@ def checkpoints_in(fs, store: str) -> list[str]:
 
 
 def run_zenml(proj, check: bool = True) -> dict:
-    p = proj.sh(str(BIN / "zenml"), "pipeline", "run", "pipelines.training.training_pipeline",
-                "-c", "configs/local.yaml", check=check)
-    info = json.loads(proj.sh(sys.executable, "-c", RUN_INFO).stdout.strip().splitlines()[-1])
-    info["log"] = p.stdout + p.stderr
-    info["left_in_tmp"] = sorted(q.name for q in (proj.root / "tmp").iterdir())
-    return info
+    return proj.run(check=check, report=RUN_INFO)
 
 
 @pytest.mark.slow
