@@ -68,12 +68,34 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
-def cmd_ingest(args) -> int:
+def _split_counts(table) -> dict:
+    from audioflow.split import summary
+
+    return summary(table)["counts"]
+
+
+# What `audioflow <stage>` says when it is done; a stage not listed says where its folder is.
+DONE = {
+    "ingest": lambda ds, _: f"{len(ds.files)} recordings, {len(ds.labels)} classes, fingerprint {ds.fingerprint[:12]}",
+    "featurize": lambda f, _: f"{len(f.index)} windows of {f.spec.n_mels}x{f.spec.n_frames} at {f.spec.sample_rate} Hz",
+    "split": lambda table, _: str(_split_counts(table)),
+    "train": lambda r, _: (f"best epoch {r.best_epoch}, val {r.monitor} {r.best_metric:.4f}, "
+                        f"{len(r.history)} epochs in {r.seconds:.1f}s on {r.device}"),
+    "evaluate": lambda m, _: f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on {m['n']} recordings",
+    "export": lambda r, lay: (f"{lay.onnx} ({r.get('size_bytes', 0) / 1e6:.2f} MB), ONNX Runtime vs PyTorch "
+                         f"max |diff| {r.get('max_abs_diff', float('nan')):.2e}"),
+}
+
+
+def cmd_stage(args) -> int:
+    """``audioflow <stage>``: the stage on the folders of ``--artifacts``, published to ``--outputs``."""
     from audioflow import stages
 
     lay = _layout(args)
-    ds = stages.ingest(_params(args), lay.ingest, progress=not args.quiet)
-    say(f"ingest: {len(ds.files)} recordings, {len(ds.labels)} classes, fingerprint {ds.fingerprint[:12]}")
+    result = stages.run_stage(args.command, _params(args), lay, progress=not args.quiet)
+    done = DONE.get(args.command)
+    folder = lay.path(stages.STAGES[args.command].output)
+    say(f"{args.command}: {done(result, lay) if done else f'wrote {folder}'}")
     return 0
 
 
@@ -82,7 +104,8 @@ def cmd_validate(args) -> int:
 
     params, lay = _params(args), _layout(args)
     if not args.dir:
-        return _validate(params, lay.ingest, Path(args.out or lay.validate), lay.outputs, args.quiet)
+        out = Path(args.out) if args.out else lay.path("validation")
+        return _validate(params, lay.path("dataset"), out, lay.outputs, args.quiet)
     # Any folder, checked directly: ingest it into a scratch folder that goes afterwards, and
     # use its group and fold columns only where its manifest has them.
     import tempfile
@@ -99,13 +122,13 @@ def cmd_validate(args) -> int:
         return _validate(params, Path(scratch) / "ingest", out, lay.outputs, args.quiet)
 
 
-def _validate(params, ingest_dir: Path, out: Path, outputs: Path, quiet: bool) -> int:
+def _validate(params, dataset: Path, out: Path, outputs: Path, quiet: bool) -> int:
     from audioflow import stages
     from audioflow.validation import DataValidationError
 
     report_html = outputs / "validation_report.html"
     try:
-        report = stages.validate(params, ingest_dir, out, publish_to=outputs, progress=not quiet)
+        report = stages.validate(params, dataset, out, publish_to=outputs, progress=not quiet)
     except DataValidationError as exc:
         for path, reason in exc.problems:
             print(f"{path}: {reason}")
@@ -118,66 +141,8 @@ def _validate(params, ingest_dir: Path, out: Path, outputs: Path, quiet: bool) -
     return 0
 
 
-def cmd_featurize(args) -> int:
-    from audioflow import stages
-
-    lay = _layout(args)
-    f = stages.featurize(_params(args), lay.ingest, lay.features, progress=not args.quiet)
-    say(f"featurize: {len(f.index)} windows of {f.spec.n_mels}x{f.spec.n_frames} at {f.spec.sample_rate} Hz")
-    return 0
-
-
-def cmd_split(args) -> int:
-    from audioflow import split as _split
-    from audioflow import stages
-
-    lay = _layout(args)
-    table = stages.split(_params(args), lay.ingest, lay.split)
-    say(f"split: {_split.summary(table)['counts']}")
-    return 0
-
-
-def cmd_train(args) -> int:
-    from audioflow import stages
-
-    lay = _layout(args)
-    r = stages.train(_params(args), lay.features, lay.split, lay.train, progress=not args.quiet)
-    say(f"train: best epoch {r.best_epoch}, val {r.monitor} {r.best_metric:.4f}, "
-        f"{len(r.history)} epochs in {r.seconds:.1f}s on {r.device}")
-    return 0
-
-
-def cmd_evaluate(args) -> int:
-    from audioflow import stages
-
-    lay = _layout(args)
-    m = stages.evaluate(_params(args), lay.features, lay.split, lay.model_dir, lay.evaluate)
-    stages.publish_evaluation(lay.evaluate, lay.outputs)
-    say(f"evaluate: test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
-        f"on {m['n']} recordings")
-    return 0
-
-
-def cmd_export(args) -> int:
-    from audioflow import stages
-
-    lay = _layout(args)
-    r = stages.export(_params(args), lay.model_dir, lay.ingest, lay.split, lay.export)
-    stages.publish_model(lay.export, lay.outputs)
-    say(f"export: {lay.onnx} ({r.get('size_bytes', 0) / 1e6:.2f} MB), "
-        f"ONNX Runtime vs PyTorch max |diff| {r.get('max_abs_diff', float('nan')):.2e}")
-    return 0
-
-
-STAGES = {
-    "ingest": cmd_ingest,
-    "validate": cmd_validate,
-    "featurize": cmd_featurize,
-    "split": cmd_split,
-    "train": cmd_train,
-    "evaluate": cmd_evaluate,
-    "export": cmd_export,
-}
+def _command(stage: str):
+    return cmd_validate if stage == "validate" else cmd_stage
 
 
 def ensure_demo_data(root: str | Path, progress: bool = True) -> None:
@@ -201,13 +166,16 @@ def cmd_run(args) -> int:
     if args.demo_data:
         ensure_demo_data(params.data.root, progress=not args.quiet)
     t0 = time.perf_counter()
+    from audioflow.stages import STAGES
+
     args.dir, args.out = None, None
-    for fn in STAGES.values():
-        rc = fn(args)
+    for name in STAGES:
+        args.command = name
+        rc = _command(name)(args)
         if rc:
             return rc
     lay = _layout(args)
-    print_summary(lay.ingest / "dataset.json", lay.outputs, time.perf_counter() - t0)
+    print_summary(lay.path("dataset") / "dataset.json", lay.outputs, time.perf_counter() - t0)
     return 0
 
 
@@ -253,8 +221,6 @@ def cmd_kubeflow_compile(args) -> int:
 
 
 def cmd_kubeflow_run_local(args) -> int:
-    import shutil
-
     kubeflow = _kubeflow_front()
     params = _params(args)
     outputs = kubeflow.run_local(args.pipeline_root, args.data_root or params.data.root, args.params,
@@ -262,9 +228,8 @@ def cmd_kubeflow_run_local(args) -> int:
     lay = _layout(args)
     from audioflow import stages
 
-    stages.publish_evaluation(outputs["evaluation"], lay.outputs)
-    lay.outputs.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(outputs["onnx_model"] / "model.onnx", lay.onnx)
+    stages.publish("evaluate", outputs["evaluation"], lay.outputs)
+    stages.publish("export", outputs["onnx_model"], lay.outputs)
     m = json.loads((lay.outputs / "metrics.json").read_text())
     say(f"kubeflow (local): test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}; "
         f"results in {lay.outputs}; artifacts: {json.dumps({k: str(v) for k, v in outputs.items()})}")
@@ -285,6 +250,17 @@ def cmd_predict(args) -> int:
             say(f"{item.path}: {item.reason}")
         print(line, flush=True)
     return 1 if failed else 0
+
+
+def _stage_description(stage) -> str:
+    from audioflow.stages import PRODUCER
+
+    reads = ", ".join(f"{a} (artifacts/{PRODUCER[a].folder})" for a in stage.inputs) or "data.root"
+    text = (f"{stage.help}. Reads {reads}; params.yaml sections {', '.join(stage.sections)}; "
+            f"writes {stage.output} (artifacts/{stage.folder})")
+    if stage.publishes:
+        text += "; publishes " + ", ".join(f"OUTPUTS/{dst}" for _, dst in stage.publishes)
+    return text + "."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,17 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_demo_data)
 
-    helps = {
-        "ingest": "find recordings and labels, hash their content",
-        "featurize": "decode, resample, window and compute log-mel features",
-        "split": "stratified, group-aware train/val/test split",
-        "train": "train the model, keep the best checkpoint (resumes after a crash)",
-        "evaluate": "test-set metrics, confusion matrix (CSV + PNG), predictions",
-        "export": "ONNX export (waveform in, logits out) with a parity check",
-    }
-    for name, fn in STAGES.items():
+    from audioflow.stages import STAGES
+
+    for name, stage in STAGES.items():
         if name == "validate":
-            p = sub.add_parser(name, parents=[common], help="check every recording (Great Expectations)",
+            p = sub.add_parser(name, parents=[common], help=stage.help,
                                description="Check every recording; print each problem as 'path: reason' "
                                            "and exit 1 when the data fails.")
             p.add_argument("dir", nargs="?", help="validate this folder directly instead of the ingest output")
@@ -330,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "artifacts/validate; with DIR, a temporary folder); the report "
                                          "is always published to OUTPUTS/validation_report.html")
         else:
-            p = sub.add_parser(name, parents=[common], help=helps[name], description=helps[name])
-        p.set_defaults(fn=fn)
+            p = sub.add_parser(name, parents=[common], help=stage.help, description=_stage_description(stage))
+        p.set_defaults(fn=_command(name))
 
     p = sub.add_parser("run", parents=[common], help="run every stage and print a summary")
     p.add_argument("--demo-data", action="store_true",

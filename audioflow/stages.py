@@ -22,19 +22,69 @@ import numpy as np
 from audioflow.config import Params
 from audioflow.errors import AudioflowError
 
-# The params.yaml sections each stage reads. Every front hands a stage exactly these (ZenML as
-# step parameters, DVC as `params:`) and the stage records them in its params.json, so one run
-# records the same parameters under every front (tests/test_stage_contract.py checks both).
-PARAMS: dict[str, tuple[str, ...]] = {
-    "ingest": ("data",),
-    "validate": ("validate",),
-    "featurize": ("features",),
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage, declared once. Every front follows this declaration:
+
+    - the CLI makes ``audioflow <name>`` from it: the inputs' folders under ``artifacts/``,
+      the stage function, the files it publishes to ``outputs/``;
+    - the ZenML pipeline (``pipelines/training.py``) and the KFP pipeline
+      (``pipelines/kubeflow.py``) wire their steps from ``inputs``, ``output`` and ``after``,
+      and hand each step exactly ``sections``;
+    - ``dvc.yaml`` lists the same sections, inputs, gate and outputs (and the code the stage
+      runs); ``tests/test_stage_contract.py`` fails on any front that drifts from this.
+
+    The stage function is ``audioflow.stages.<name>(params, *inputs, out, *, progress,
+    publish_to)``: its input arguments are named after the artifacts it reads, in this order.
+    """
+
+    name: str  # the command, the dvc.yaml stage, the ZenML step, the KFP component
+    help: str
+    output: str  # the artifact it writes (a folder): its name in ZenML and KFP
+    folder: str  # that folder under artifacts/ for the CLI and DVC
+    sections: tuple[str, ...]  # the params.yaml sections it reads, whole
+    inputs: tuple[str, ...] = ()  # the artifacts it reads
+    after: tuple[str, ...] = ()  # artifacts that must exist first, unread: the validation gate
+    publishes: tuple[tuple[str, str], ...] = ()  # (file in its folder, file in outputs/)
+
+    @property
+    def fn(self) -> Callable:
+        return globals()[self.name]
+
+
+EVALUATION_FILES = ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv")
+
+# In pipeline order. Nothing reads unvalidated data: featurize and split wait for validation.
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("ingest", "find recordings and labels, hash their content",
+          output="dataset", folder="ingest", sections=("data",)),
+    Stage("validate", "check every recording (Great Expectations)",
+          output="validation", folder="validate", sections=("validate",), inputs=("dataset",),
+          publishes=(("report.json", "validation_report.json"), ("report.html", "validation_report.html"))),
+    Stage("featurize", "decode, resample, window and compute log-mel features",
+          output="features", folder="features", sections=("features",), inputs=("dataset",),
+          after=("validation",)),
     # Groups and folds arrive through the ingest output; data.* says which columns they were.
-    "split": ("data", "split"),
-    "train": ("model", "train"),
-    "evaluate": ("evaluate",),
-    "export": ("export",),
-}
+    Stage("split", "stratified, group-aware train/val/test split",
+          output="split", folder="split", sections=("data", "split"), inputs=("dataset",),
+          after=("validation",)),
+    Stage("train", "train the model, keep the best checkpoint (resumes after a crash)",
+          output="trained_model", folder="train", sections=("model", "train"), inputs=("features", "split")),
+    Stage("evaluate", "test-set metrics, confusion matrix (CSV + PNG), predictions",
+          output="evaluation", folder="evaluate", sections=("evaluate",),
+          inputs=("features", "split", "trained_model"), publishes=tuple((f, f) for f in EVALUATION_FILES)),
+    Stage("export", "ONNX export (waveform in, logits out) with a parity check",
+          output="onnx_model", folder="export", sections=("export",),
+          inputs=("trained_model", "dataset", "split"), publishes=(("model.onnx", "model.onnx"),)),
+)}
+
+PRODUCER: dict[str, Stage] = {s.output: s for s in STAGES.values()}  # artifact -> the stage writing it
+
+# The params.yaml sections each stage reads. Every front hands a stage exactly these (ZenML as
+# step parameters, DVC as `params:`, KFP through its configure task) and the stage records them
+# in its params.json, so one run records the same parameters under every front.
+PARAMS: dict[str, tuple[str, ...]] = {s.name: s.sections for s in STAGES.values()}
 
 
 def sections_json(params: Params, stage: str) -> str:
@@ -52,49 +102,25 @@ def params_from_json(sections: str) -> Params:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each stage writes. Intermediate artifacts vs. the files people look at."""
+    """Where the CLI and DVC keep each artifact: intermediate folders vs. the files people look at."""
 
     artifacts: Path = Path("artifacts")
     outputs: Path = Path("outputs")
 
-    def stage(self, name: str) -> Path:
-        return self.artifacts / name
-
-    @property
-    def ingest(self) -> Path:
-        return self.stage("ingest")
-
-    @property
-    def validate(self) -> Path:
-        return self.stage("validate")
-
-    @property
-    def features(self) -> Path:
-        return self.stage("features")
-
-    @property
-    def split(self) -> Path:
-        return self.stage("split")
-
-    @property
-    def train(self) -> Path:
-        return self.stage("train")
-
-    @property
-    def model_dir(self) -> Path:
-        return self.train / "model"
-
-    @property
-    def evaluate(self) -> Path:
-        return self.stage("evaluate")
-
-    @property
-    def export(self) -> Path:
-        return self.stage("export")
+    def path(self, artifact: str) -> Path:
+        """The folder of an artifact (``dataset``, ``features``, ...; see ``STAGES``)."""
+        return self.artifacts / PRODUCER[artifact].folder
 
     @property
     def onnx(self) -> Path:
         return self.outputs / "model.onnx"
+
+
+def run_stage(name: str, params: Params, layout: Layout, progress: bool = True, publish: bool = True):
+    """Run one stage on the layout's folders (the CLI and DVC): what ``audioflow <name>`` does."""
+    stage = STAGES[name]
+    return stage.fn(params, *(layout.path(a) for a in stage.inputs), layout.path(stage.output),
+                    progress=progress, publish_to=layout.outputs if publish else None)
 
 
 def _write_params(params: Params, stage: str, out: Path, **resolved) -> None:
@@ -127,7 +153,7 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def ingest(params: Params, out: Path, progress: bool = True):
+def ingest(params: Params, out: Path, *, progress: bool = True, publish_to: Path | None = None):
     from audioflow.manifest import ingest as _ingest
 
     ds = _ingest(params.data, progress=progress)
@@ -137,26 +163,23 @@ def ingest(params: Params, out: Path, progress: bool = True):
     return ds
 
 
-def validate(params: Params, ingest_dir: Path, out: Path, publish_to: Path | None = None,
-             progress: bool = True):
-    """Validate; write report.json/.html (and publish them); raise if the data fails."""
+def validate(params: Params, dataset: Path, out: Path, *, progress: bool = True, publish_to: Path | None = None):
+    """Validate; write report.json/.html (and publish them, failed or not); raise if the data fails."""
     from audioflow.manifest import Dataset
     from audioflow.validation import validate as _validate
 
-    ds = Dataset.load(ingest_dir)
-    report = _validate(ds, params.validate_, progress=progress)
+    report = _validate(Dataset.load(dataset), params.validate_, progress=progress)
     with atomic_dir(out) as tmp:
         report.to_json(tmp / "report.json")
         report.to_html(tmp / "report.html")
         report.facts.to_csv(tmp / "facts.csv", index=False)
         _write_params(params, "validate", tmp)
-    if publish_to is not None:
-        publish_validation(out, publish_to)
+    publish("validate", out, publish_to)
     report.raise_if_failed()
     return report
 
 
-def featurize(params: Params, ingest_dir: Path, out: Path, progress: bool = True,
+def featurize(params: Params, dataset: Path, out: Path, *, progress: bool = True, publish_to: Path | None = None,
               shard: tuple[int, int] = (0, 1)):
     """Log-mel windows of every recording, or of one contiguous shard of them (``merge_features``)."""
     from audioflow.features import Features
@@ -164,7 +187,7 @@ def featurize(params: Params, ingest_dir: Path, out: Path, progress: bool = True
     from audioflow.manifest import Dataset
 
     with atomic_dir(out) as tmp:
-        feats = _featurize(Dataset.load(ingest_dir), params.features, tmp, progress=progress, shard=shard)
+        feats = _featurize(Dataset.load(dataset), params.features, tmp, progress=progress, shard=shard)
         extra = {"shard": list(shard)} if shard != (0, 1) else {}
         _write_params(params, "featurize", tmp, spec=feats.spec.to_dict(), **extra)
     return Features.load(out)
@@ -181,34 +204,35 @@ def merge_features(params: Params, parts: list[Path], out: Path):
     return Features.load(out)
 
 
-def split(params: Params, ingest_dir: Path, out: Path):
+def split(params: Params, dataset: Path, out: Path, *, progress: bool = True, publish_to: Path | None = None):
     from audioflow import split as _split
     from audioflow.manifest import Dataset
 
-    table = _split.split_files(Dataset.load(ingest_dir).files, params.split)
+    table = _split.split_files(Dataset.load(dataset).files, params.split)
     with atomic_dir(out) as tmp:
         _split.save(table, tmp)
         _write_params(params, "split", tmp)
     return table
 
 
-def train(params: Params, features_dir: Path, split_dir: Path, out: Path, progress: bool = True,
-          on_checkpoint: Callable[[Path], None] | None = None):
+def train(params: Params, features: Path, split: Path, out: Path, *, progress: bool = True,
+          publish_to: Path | None = None, on_checkpoint: Callable[[Path], None] | None = None):
     """Train into ``out`` (which keeps a resumable checkpoint, ``checkpoint/last.pt``, across crashes).
 
-    ``on_checkpoint(path)`` runs after every epoch's checkpoint (see ``training.train``).
+    The best weights go to ``out/model``. ``on_checkpoint(path)`` runs after every epoch's
+    checkpoint (see ``training.train``).
     """
     from audioflow import split as _split
     from audioflow.features import Features
     from audioflow.training import train as _train
 
-    result = _train(Features.load(features_dir), _split.load(split_dir), params, out,
+    result = _train(Features.load(features), _split.load(split), params, out,
                     progress=progress, on_checkpoint=on_checkpoint)
     _write_params(params, "train", out)
     return result
 
 
-def checkpoint_key(params: Params, features_dir: Path, split_dir: Path) -> str:
+def checkpoint_key(params: Params, features: Path, split: Path) -> str:
     """A short name for the training run that a checkpoint can resume (``training.run_key``)."""
     import hashlib
 
@@ -216,7 +240,7 @@ def checkpoint_key(params: Params, features_dir: Path, split_dir: Path) -> str:
     from audioflow.features import Features
     from audioflow.training import run_key
 
-    key = run_key(params, Features.load(features_dir), _split.load(split_dir))
+    key = run_key(params, Features.load(features), _split.load(split))
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
@@ -224,20 +248,21 @@ class QualityGateError(AudioflowError, RuntimeError):
     pass
 
 
-def evaluate(params: Params, features_dir: Path, split_dir: Path, model_dir: Path, out: Path) -> dict:
+def evaluate(params: Params, features: Path, split: Path, trained_model: Path, out: Path, *,
+             progress: bool = True, publish_to: Path | None = None) -> dict:
     """Score the test split per recording; write metrics, confusion matrix and predictions.
 
     The outputs are written before the quality gate judges them, so a run that fails the
-    gate still shows what it measured.
+    gate still shows what it measured (in ``out``; only a model that passes is published).
     """
     from audioflow import split as _split
     from audioflow.checkpoint import load_model
     from audioflow.evaluation import file_predictions, rows_for, write_report
     from audioflow.features import Features
 
-    feats = Features.load(features_dir)
-    table = _split.load(split_dir)
-    model, meta = load_model(model_dir)
+    feats = Features.load(features)
+    table = _split.load(split)
+    model, meta = load_model(trained_model / "model")
     preds = file_predictions(model, feats, rows_for(feats, table, "test"), device=next(model.parameters()).device)
     extra = {
         "split": _split.summary(table)["counts"],
@@ -253,14 +278,15 @@ def evaluate(params: Params, features_dir: Path, split_dir: Path, model_dir: Pat
             f"test macro-F1 {metrics['macro_f1']:.4f} is below evaluate.min_macro_f1={gate}: "
             f"the model is not promoted (see {out / 'confusion_matrix.png'})"
         )
+    publish("evaluate", out, publish_to)
     return metrics
 
 
-def confusion_counts(evaluation_dir: Path) -> tuple[list[str], list[list[int]]]:
+def confusion_counts(evaluation: Path) -> tuple[list[str], list[list[int]]]:
     """Labels and the confusion matrix (rows = actual) that ``evaluate`` wrote."""
     import pandas as pd
 
-    cm = pd.read_csv(evaluation_dir / "confusion_matrix.csv", index_col=0)
+    cm = pd.read_csv(evaluation / "confusion_matrix.csv", index_col=0)
     return [str(c) for c in cm.columns], cm.to_numpy().astype(int).tolist()
 
 
@@ -274,14 +300,14 @@ def png_page(path: Path, title: str) -> str:
     return f'<h3>{t}</h3><img alt="{t}" src="data:image/png;base64,{data}"/>'
 
 
-def heldout_windows(ingest_dir: Path, split_dir: Path, spec, limit: int = 32) -> list[np.ndarray]:
+def heldout_windows(dataset: Path, split: Path, spec, limit: int = 32) -> list[np.ndarray]:
     """Windows of test recordings, for the export-time ONNX Runtime parity check."""
     from audioflow import audio
     from audioflow import split as _split
     from audioflow.manifest import Dataset
 
-    ds = Dataset.load(ingest_dir)
-    table = _split.load(split_dir)
+    ds = Dataset.load(dataset)
+    table = _split.load(split)
     windows: list[np.ndarray] = []
     for rel in table.loc[table["split"] == "test", "path"]:
         signal = audio.load(ds.location(rel), spec.sample_rate)
@@ -291,7 +317,8 @@ def heldout_windows(ingest_dir: Path, split_dir: Path, spec, limit: int = 32) ->
     return windows[:limit]
 
 
-def export(params: Params, model_dir: Path, ingest_dir: Path, split_dir: Path, out: Path) -> dict:
+def export(params: Params, trained_model: Path, dataset: Path, split: Path, out: Path, *,
+           progress: bool = True, publish_to: Path | None = None) -> dict:
     """``out/model.onnx`` checked against PyTorch on test audio, ``export.json``, ``params.json``.
 
     Nothing lands in ``out`` unless ``onnx.checker`` and the parity check passed.
@@ -299,18 +326,17 @@ def export(params: Params, model_dir: Path, ingest_dir: Path, split_dir: Path, o
     from audioflow.checkpoint import load_model
     from audioflow.export import export_onnx
 
+    model_dir = trained_model / "model"
     _, meta = load_model(model_dir)
-    check = heldout_windows(ingest_dir, split_dir, meta.spec)
+    check = heldout_windows(dataset, split, meta.spec)
     with atomic_dir(out) as tmp:
         report = export_onnx(model_dir, tmp / "model.onnx", check_audio=check, opset=params.export.opset,
                              atol=params.export.atol)
         report["path"] = "model.onnx"  # relative to the stage folder: no temporary path recorded
         (tmp / "export.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         _write_params(params, "export", tmp)
+    publish("export", out, publish_to)
     return report
-
-
-EVALUATION_FILES = ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv")
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
@@ -319,25 +345,17 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def publish_validation(validation_dir: Path, outputs: Path) -> None:
+def publish(stage: str, folder: Path, outputs: Path | None) -> None:
+    """Copy the files people look at (``Stage.publishes``) from a stage's folder to ``outputs``."""
+    if outputs is None:
+        return
     outputs.mkdir(parents=True, exist_ok=True)
-    _copy_atomic(validation_dir / "report.json", outputs / "validation_report.json")
-    _copy_atomic(validation_dir / "report.html", outputs / "validation_report.html")
+    for src, dst in STAGES[stage].publishes:
+        _copy_atomic(folder / src, outputs / dst)
 
 
-def publish_evaluation(evaluation_dir: Path, outputs: Path) -> None:
-    outputs.mkdir(parents=True, exist_ok=True)
-    for name in EVALUATION_FILES:
-        _copy_atomic(evaluation_dir / name, outputs / name)
-
-
-def publish_model(export_dir: Path, outputs: Path) -> None:
-    outputs.mkdir(parents=True, exist_ok=True)
-    _copy_atomic(export_dir / "model.onnx", outputs / "model.onnx")
-
-
-def publish(validation_dir: Path, evaluation_dir: Path, export_dir: Path, outputs: Path) -> None:
-    """Copy the files people look at from stage folders (e.g. ZenML artifacts) to ``outputs``."""
-    publish_validation(validation_dir, outputs)
-    publish_evaluation(evaluation_dir, outputs)
-    publish_model(export_dir, outputs)
+def publish_all(folders: dict[str, Path], outputs: Path) -> None:
+    """``publish`` for every stage that publishes, from its artifact folders (``{output: folder}``)."""
+    for stage in STAGES.values():
+        if stage.publishes:
+            publish(stage.name, folders[stage.output], outputs)

@@ -121,3 +121,55 @@ class DataRoot:
         except Exception as exc:  # credentials, endpoint, network: say which root failed and why
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StorageError(f"{self.spec}: cannot read the data root ({text[:200]})") from exc
+
+
+class FsspecFolder:
+    """Files under a folder or URL, through fsspec: what ``mirrored_checkpoint`` writes to."""
+
+    def __init__(self, url: str):
+        self.fs, self.base = url_to_fs(url.rstrip("/"))
+
+    def _p(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    def exists(self, name: str) -> bool:
+        self.fs.invalidate_cache(self.base)
+        return self.fs.exists(self._p(name))
+
+    def download(self, name: str, local: Path) -> None:
+        self.fs.get(self._p(name), str(local))
+
+    def upload(self, local: Path, name: str) -> None:
+        self.fs.makedirs(self.base, exist_ok=True)
+        self.fs.put(str(local), self._p(name))
+
+    def rename(self, src: str, dst: str) -> None:
+        self.fs.mv(self._p(src), self._p(dst))
+
+    def remove(self) -> None:
+        if self.fs.exists(self.base):
+            self.fs.rm(self.base, recursive=True)
+
+
+@contextmanager
+def mirrored_checkpoint(remote, local: Path):
+    """Keep the training checkpoint ``local/last.pt`` mirrored in ``remote`` (a folder of the
+    artifact store or object storage, named for the run), where a restarted job finds it.
+
+    ``remote`` has ``exists``, ``download``, ``upload``, ``rename`` and ``remove`` (see
+    ``FsspecFolder``). Before training, the stored copy (if any) is restored, so a job killed
+    mid-training (a pod evicted, a machine lost) resumes from its last finished epoch when it
+    runs again. The yielded function uploads each new checkpoint, to a partial name and then
+    renamed, so a kill mid-upload leaves the previous one. A run that finishes removes the
+    stored copy; one that fails keeps it.
+    """
+    local.mkdir(parents=True, exist_ok=True)
+    if remote.exists("last.pt"):
+        remote.download("last.pt", local / "last.pt")
+
+    def upload(path: Path) -> None:
+        remote.upload(path, "last.pt.partial")
+        remote.rename("last.pt.partial", "last.pt")
+
+    yield upload
+    remote.remove()

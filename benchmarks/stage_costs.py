@@ -74,15 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(REPO / "params.yaml", overrides)
         lay = stages.Layout(work / "artifacts", work / "outputs")
         costs: dict[str, tuple[float, float]] = {}
-        ds, *costs["ingest"] = timed(stages.ingest, params, lay.ingest, progress=False)
-        _, *costs["validate"] = timed(stages.validate, params, lay.ingest, lay.validate, progress=False)
-        feats, *costs["featurize"] = timed(stages.featurize, params, lay.ingest, lay.features, progress=False)
-        _, *costs["decode (baseline)"] = timed(decode_all, ds, feats.spec.sample_rate)
-        _, *costs["split"] = timed(stages.split, params, lay.ingest, lay.split)
-        result, *costs["train"] = timed(stages.train, params, lay.features, lay.split, lay.train, progress=False)
-        metrics, *costs["evaluate"] = timed(stages.evaluate, params, lay.features, lay.split, lay.model_dir,
-                                            lay.evaluate)
-        _, *costs["export"] = timed(stages.export, params, lay.model_dir, lay.ingest, lay.split, lay.export)
+        results = {}
+        for name in stages.STAGES:
+            if name == "split":  # the baseline, between featurize and split as before
+                sample_rate = results["featurize"].spec.sample_rate
+                _, *costs["decode (baseline)"] = timed(decode_all, results["ingest"], sample_rate)
+            results[name], *costs[name] = timed(stages.run_stage, name, params, lay, progress=False)
+        ds, feats, result, metrics = (results[k] for k in ("ingest", "featurize", "train", "evaluate"))
 
     n, windows, epochs = len(ds.files), len(feats.index), len(result.history)
     base = costs["decode (baseline)"][0]

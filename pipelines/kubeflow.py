@@ -6,9 +6,11 @@ Every component is a few lines that call ``audioflow.stages`` inside the steps i
 from ``docker/Dockerfile``; the image, secrets, resources and retries come from
 ``configs/kfp.yaml`` and the hyperparameters from ``params.yaml`` (compiled in as the default of
 the ``params_yaml`` pipeline parameter). Run-time parameters: ``data_root`` (a folder or an
-object-store URL such as ``s3://bucket/recordings``) and ``overrides`` (``{"train.lr": 0.001}``).
+object-store URL such as ``s3://bucket/recordings``), ``overrides`` (``{"train.lr": 0.001}``) and
+``checkpoint_root`` (where train keeps its resumable checkpoint, per run; default from
+``configs/kfp.yaml``).
 
-A ``configure`` task turns those into the sections each stage reads (``audioflow.stages.PARAMS``),
+A ``configure`` task turns those into the sections each stage reads (``audioflow.stages.STAGES``),
 so KFP's cache key of a stage changes only when its own sections or inputs change.
 ``features.shards: N`` fans featurize out over N tasks built here in the pipeline function
 (not ``dsl.ParallelFor``, which ``kfp.local`` 2.17 cannot run), merged pairwise, in order,
@@ -25,6 +27,7 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model,
 from pydantic import BaseModel, ConfigDict, Field
 
 from audioflow.config import Params, load_params
+from audioflow.stages import STAGES
 
 PIPELINE_NAME = "audioflow-training"
 
@@ -57,6 +60,9 @@ class KfpSettings(_Strict):
     retry: Retry = Retry()
     s3_secret: str | None = "audioflow-s3"
     s3_secret_env: dict[str, str] = {}
+    # Where train mirrors its checkpoint after every epoch (object storage the pods can write,
+    # e.g. s3://bucket/audioflow-checkpoints), so a retried pod resumes; empty: not mirrored.
+    checkpoints: str = ""
     resources: dict[str, Resources] = {}
 
     def resources_for(self, stage: str) -> Resources:
@@ -75,6 +81,8 @@ def load_settings(path: str | Path = "configs/kfp.yaml", image: str | None = Non
 # what it uses inside its body.
 
 
+# The outputs are spelled out: KFP runs this function's source text alone in the pod, where
+# a name from this module would be undefined (tests check they are the declared stages).
 def configure(params_yaml: str, overrides: dict, data_root: str) -> NamedTuple(
     "Sections", [("ingest", str), ("validate", str), ("featurize", str), ("split", str),
                  ("train", str), ("evaluate", str), ("export", str)]
@@ -86,7 +94,7 @@ def configure(params_yaml: str, overrides: dict, data_root: str) -> NamedTuple(
     from audioflow.config import params_from_yaml
 
     params = params_from_yaml(params_yaml, dict(overrides or {}, **{"data.root": data_root}))
-    names = list(stages.PARAMS)
+    names = list(stages.STAGES)
     return namedtuple("Sections", names)(*(stages.sections_json(params, s) for s in names))
 
 
@@ -98,7 +106,7 @@ def ingest(sections: str, dataset: Output[Dataset]):
     stages.ingest(stages.params_from_json(sections), Path(dataset.path), progress=False)
 
 
-def validate(dataset: Input[Dataset], sections: str, validation: Output[Dataset], report: Output[HTML]):
+def validate(dataset: Input[Dataset], sections: str, validation: Output[Dataset], validation_report: Output[HTML]):
     import shutil
     from pathlib import Path
 
@@ -106,7 +114,7 @@ def validate(dataset: Input[Dataset], sections: str, validation: Output[Dataset]
 
     out = Path(validation.path)
     stages.validate(stages.params_from_json(sections), Path(dataset.path), out, progress=False)
-    shutil.copyfile(out / "report.html", report.path)
+    shutil.copyfile(out / "report.html", validation_report.path)
 
 
 def featurize(dataset: Input[Dataset], sections: str, features: Output[Dataset], shard: int = 0,
@@ -128,48 +136,56 @@ def merge_features(sections: str, first: Input[Dataset], second: Input[Dataset],
                           Path(features.path))
 
 
-def split(dataset: Input[Dataset], sections: str, assignment: Output[Dataset]):
+def split(dataset: Input[Dataset], sections: str, split: Output[Dataset]):
     from pathlib import Path
 
     from audioflow import stages
 
-    stages.split(stages.params_from_json(sections), Path(dataset.path), Path(assignment.path))
+    stages.split(stages.params_from_json(sections), Path(dataset.path), Path(split.path))
 
 
-def train(features: Input[Dataset], assignment: Input[Dataset], sections: str, model: Output[Model],
-          curves: Output[HTML]):
+def train(features: Input[Dataset], split: Input[Dataset], sections: str, trained_model: Output[Model],
+          training_curves: Output[HTML], checkpoint_root: str = "", run_id: str = ""):
+    """With ``checkpoint_root`` (object storage) a retried pod resumes from the last epoch."""
+    import contextlib
     from pathlib import Path
 
     from audioflow import stages
+    from audioflow.storage import FsspecFolder, mirrored_checkpoint
 
-    out = Path(model.path)
-    stages.train(stages.params_from_json(sections), Path(features.path), Path(assignment.path), out,
-                 progress=False)
-    Path(curves.path).write_text(stages.png_page(out / "training_curves.png", "Training curves"))
+    params, out = stages.params_from_json(sections), Path(trained_model.path)
+    mirror = contextlib.nullcontext(None)
+    if checkpoint_root:  # <root>/<run>/<what the checkpoint belongs to>: a retry of this task finds it
+        key = stages.checkpoint_key(params, Path(features.path), Path(split.path))
+        mirror = mirrored_checkpoint(FsspecFolder(f"{checkpoint_root.rstrip('/')}/{run_id}/{key}"),
+                                     out / "checkpoint")
+    with mirror as upload:
+        stages.train(params, Path(features.path), Path(split.path), out, progress=False, on_checkpoint=upload)
+    Path(training_curves.path).write_text(stages.png_page(out / "training_curves.png", "Training curves"))
 
 
-def evaluate(features: Input[Dataset], assignment: Input[Dataset], model: Input[Model], sections: str,
-             evaluation: Output[Dataset], metrics: Output[Metrics], confusion: Output[ClassificationMetrics]):
+def evaluate(features: Input[Dataset], split: Input[Dataset], trained_model: Input[Model], sections: str,
+             evaluation: Output[Dataset], metrics: Output[Metrics], confusion_matrix: Output[ClassificationMetrics]):
     from pathlib import Path
 
     from audioflow import stages
 
     out = Path(evaluation.path)
-    m = stages.evaluate(stages.params_from_json(sections), Path(features.path), Path(assignment.path),
-                        Path(model.path) / "model", out)
+    m = stages.evaluate(stages.params_from_json(sections), Path(features.path), Path(split.path),
+                        Path(trained_model.path), out)
     for key in ("accuracy", "balanced_accuracy", "macro_f1"):
         metrics.log_metric(key, m[key])
-    confusion.log_confusion_matrix(*stages.confusion_counts(out))
+    confusion_matrix.log_confusion_matrix(*stages.confusion_counts(out))
 
 
-def export(model: Input[Model], dataset: Input[Dataset], assignment: Input[Dataset], sections: str,
+def export(trained_model: Input[Model], dataset: Input[Dataset], split: Input[Dataset], sections: str,
            onnx_model: Output[Model]):
     from pathlib import Path
 
     from audioflow import stages
 
-    report = stages.export(stages.params_from_json(sections), Path(model.path) / "model", Path(dataset.path),
-                           Path(assignment.path), Path(onnx_model.path))
+    report = stages.export(stages.params_from_json(sections), Path(trained_model.path), Path(dataset.path),
+                           Path(split.path), Path(onnx_model.path))
     onnx_model.metadata.update({"framework": "onnx", "file": "model.onnx", "opset": report["opset"],
                                 "max_abs_diff": report["max_abs_diff"]})
 
@@ -178,7 +194,11 @@ def export(model: Input[Model], dataset: Input[Dataset], assignment: Input[Datas
 
 
 def build_pipeline(params: Params, settings: KfpSettings):
-    """The pipeline function for these compile-time params (shard count) and settings."""
+    """The pipeline function for these compile-time params (shard count) and settings.
+
+    The wiring follows the stage declarations (``audioflow.stages.STAGES``): each component gets
+    the artifacts its stage reads, under the same names, and waits for its ``after`` gate.
+    """
     component = {fn.__name__: dsl.component(fn, base_image=settings.image, install_kfp_package=False)
                  for fn in (configure, ingest, validate, featurize, merge_features, split, train, evaluate,
                             export)}
@@ -200,40 +220,45 @@ def build_pipeline(params: Params, settings: KfpSettings):
 
     n_shards = params.features.shards
 
+    def featurize_sharded(sections, **inputs):
+        """N featurize tasks merged pairwise, in order: a log-depth tree of merges."""
+        tasks = [step("featurize", "featurize", sections=sections, shard=i, n_shards=n_shards, **inputs)
+                 .set_display_name(f"featurize-{i + 1}-of-{n_shards}") for i in range(n_shards)]
+        parts, level = [t.outputs["features"] for t in tasks], 0
+        while len(parts) > 1:
+            level += 1
+            merged = [step("merge_features", "featurize", sections=sections, first=a, second=b)
+                      .set_display_name(f"merge-features-{level}-{i + 1}").outputs["features"]
+                      for i, (a, b) in enumerate(zip(parts[0::2], parts[1::2]))]
+            parts = merged + parts[len(merged) * 2:]
+        return tasks, parts[0]
+
     @dsl.pipeline(name=PIPELINE_NAME, description="ingest -> validate -> featurize -> split -> train -> "
                                                   "evaluate -> export (audioflow)")
     def audioflow_pipeline(data_root: str = params.data.root, overrides: dict = {},  # noqa: B006
                            # One line: KFP copies defaults into the YAML's header comment, and a
                            # multi-line string there breaks the file (JSON is YAML too).
                            params_yaml: str = json.dumps(params.to_dict()),
+                           checkpoint_root: str = settings.checkpoints,
                            ) -> NamedTuple("Outputs", [("features", Dataset), ("evaluation", Dataset),
                                                        ("onnx_model", Model)]):
-        cfg = step("configure", "configure", params_yaml=params_yaml, overrides=overrides, data_root=data_root)
-        sections = cfg.outputs
-        dataset = step("ingest", "ingest", sections=sections["ingest"]).outputs["dataset"]
-        checked = step("validate", "validate", dataset=dataset, sections=sections["validate"])
-        # Nothing reads unvalidated data: featurize and split wait for validation.
-        parts = [step("featurize", "featurize" if n_shards == 1 else f"featurize-{i + 1}-of-{n_shards}",
-                      dataset=dataset, sections=sections["featurize"], shard=i, n_shards=n_shards)
-                 .after(checked).outputs["features"] for i in range(n_shards)]
-        level = 0
-        while len(parts) > 1:  # pairwise, in order: a log-depth tree of merges
-            level += 1
-            merged = [step("merge_features", "featurize", sections=sections["featurize"], first=a, second=b)
-                      .set_display_name(f"merge-features-{level}-{i + 1}").outputs["features"]
-                      for i, (a, b) in enumerate(zip(parts[0::2], parts[1::2]))]
-            parts = merged + parts[len(merged) * 2:]
-        features = parts[0]
-        assignment = step("split", "split", dataset=dataset, sections=sections["split"]).after(checked)
-        assignment = assignment.outputs["assignment"]
-        model = step("train", "train", features=features, assignment=assignment,
-                     sections=sections["train"]).outputs["model"]
-        evaluation = step("evaluate", "evaluate", features=features, assignment=assignment, model=model,
-                          sections=sections["evaluate"]).outputs["evaluation"]
-        onnx_model = step("export", "export", model=model, dataset=dataset, assignment=assignment,
-                          sections=sections["export"]).outputs["onnx_model"]
+        sections = step("configure", "configure", params_yaml=params_yaml, overrides=overrides,
+                        data_root=data_root).outputs
+        made, producer = {}, {}  # artifact name -> task output / task
+        extra = {"train": {"checkpoint_root": checkpoint_root, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}}
+        for stage in STAGES.values():
+            inputs = {a: made[a] for a in stage.inputs} | extra.get(stage.name, {})
+            if stage.name == "featurize" and n_shards > 1:
+                tasks, made[stage.output] = featurize_sharded(sections[stage.name], **inputs)
+            else:
+                tasks = [step(stage.name, stage.name, sections=sections[stage.name], **inputs)]
+                made[stage.output] = tasks[0].outputs[stage.output]
+            for gate in stage.after:
+                for task in tasks:
+                    task.after(producer[gate])
+            producer[stage.output] = tasks[0]
         return NamedTuple("Outputs", [("features", Dataset), ("evaluation", Dataset), ("onnx_model", Model)])(
-            features, evaluation, onnx_model)
+            made["features"], made["evaluation"], made["onnx_model"])
 
     return audioflow_pipeline
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,29 +51,44 @@ def png_html(path: Path, title: str) -> HTMLString:
     return HTMLString(png_page(path, title))
 
 
-@contextmanager
-def stored_checkpoint(key: str, local: Path) -> Iterator[Callable[[Path], None]]:
-    """Mirror the training checkpoint ``local/last.pt`` in the active stack's artifact store.
+class _ArtifactStoreFolder:
+    """A folder of the active stack's artifact store (its credentials), for ``mirrored_checkpoint``."""
 
-    Before training, the stored copy (if any) is restored, so a step killed mid-training (a
-    pod evicted, a machine lost) resumes from its last finished epoch when it runs again.
-    The yielded function uploads each new checkpoint (to a partial name, then renamed: a kill
-    mid-upload leaves the previous one). A run that finishes removes the stored copy; one
-    that fails keeps it.
-    """
-    from zenml.client import Client
-    from zenml.io import fileio
+    def __init__(self, key: str):
+        from zenml.client import Client
 
-    remote = f"{str(Client().active_stack.artifact_store.path).rstrip('/')}/{CHECKPOINTS}/{key}"
-    local.mkdir(parents=True, exist_ok=True)
-    if fileio.exists(f"{remote}/last.pt"):
-        fileio.copy(f"{remote}/last.pt", str(local / "last.pt"), overwrite=True)
+        self.base = f"{str(Client().active_stack.artifact_store.path).rstrip('/')}/{CHECKPOINTS}/{key}"
 
-    def upload(path: Path) -> None:
-        fileio.makedirs(remote)
-        fileio.copy(str(path), f"{remote}/last.pt.partial", overwrite=True)
-        fileio.rename(f"{remote}/last.pt.partial", f"{remote}/last.pt", overwrite=True)
+    def exists(self, name: str) -> bool:
+        from zenml.io import fileio
 
-    yield upload
-    if fileio.exists(remote):
-        fileio.rmtree(remote)
+        return fileio.exists(f"{self.base}/{name}")
+
+    def download(self, name: str, local: Path) -> None:
+        from zenml.io import fileio
+
+        fileio.copy(f"{self.base}/{name}", str(local), overwrite=True)
+
+    def upload(self, local: Path, name: str) -> None:
+        from zenml.io import fileio
+
+        fileio.makedirs(self.base)
+        fileio.copy(str(local), f"{self.base}/{name}", overwrite=True)
+
+    def rename(self, src: str, dst: str) -> None:
+        from zenml.io import fileio
+
+        fileio.rename(f"{self.base}/{src}", f"{self.base}/{dst}", overwrite=True)
+
+    def remove(self) -> None:
+        from zenml.io import fileio
+
+        if fileio.exists(self.base):
+            fileio.rmtree(self.base)
+
+
+def stored_checkpoint(key: str, local: Path):
+    """The training checkpoint mirrored in the artifact store (``storage.mirrored_checkpoint``)."""
+    from audioflow.storage import mirrored_checkpoint
+
+    return mirrored_checkpoint(_ArtifactStoreFolder(key), local)

@@ -16,7 +16,7 @@ def evaluate(features: Path, split: Path, trained_model: Path, evaluate_cfg: dic
     """Test-split metrics and confusion matrix; the quality gate fails the run below it."""
     out = stage_dir("evaluate")
     try:
-        metrics = stages.evaluate(params(evaluate=evaluate_cfg), features, split, trained_model / "model", out)
+        metrics = stages.evaluate(params(evaluate=evaluate_cfg), features, split, trained_model, out)
     finally:
         if (out / "metrics.json").exists():  # a failing gate still records what it measured
             _log(json.loads((out / "metrics.json").read_text()))

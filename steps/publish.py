@@ -16,7 +16,7 @@ def publish(validation: Path, evaluation: Path, onnx_model: Path,
     after evaluate passed the quality gate, so only a good model is promoted.
     """
     out = Path(outputs)
-    stages.publish(validation, evaluation, onnx_model, out)
+    stages.publish_all({"validation": validation, "evaluation": evaluation, "onnx_model": onnx_model}, out)
     model = get_step_context().model
     if model is not None:
         model.set_stage(ModelStages.STAGING, force=True)

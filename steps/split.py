@@ -9,9 +9,9 @@ from steps._common import params, stage_dir
 
 
 @step
-def split(validated_dataset: Path, data_cfg: dict[str, Any], split_cfg: dict[str, Any]) -> Annotated[Path, "split"]:
+def split(dataset: Path, data_cfg: dict[str, Any], split_cfg: dict[str, Any]) -> Annotated[Path, "split"]:
     """Stratified, group-aware train/val/test assignment of recordings."""
     out = stage_dir("split")
-    table = stages.split(params(data=data_cfg, split=split_cfg), validated_dataset, out)
+    table = stages.split(params(data=data_cfg, split=split_cfg), dataset, out)
     log_metadata(metadata=split_lib.summary(table)["counts"])
     return out

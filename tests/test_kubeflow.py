@@ -63,7 +63,9 @@ def test_graph_one_task_per_stage_with_sharded_featurize(compiled):
     assert deps["train"] == {"configure", "merge-features-2", "split"}
     assert deps["evaluate"] >= {"train", "merge-features-2", "split"}
     assert deps["export"] >= {"train", "ingest", "split"}
-    assert set(spec.root.input_definitions.parameters) == {"data_root", "overrides", "params_yaml"}
+    assert set(spec.root.input_definitions.parameters) == {"data_root", "overrides", "params_yaml", "checkpoint_root"}
+    run_id = tasks["train"].inputs.parameters["run_id"].runtime_value.constant.string_value
+    assert run_id == "{{$.pipeline_job_uuid}}"  # checkpoints are kept per run
 
 
 def test_images_artifact_types_and_resources(compiled):
@@ -82,9 +84,10 @@ def test_images_artifact_types_and_resources(compiled):
     assert "accelerator" not in executors["exec-featurize"].struct_value.fields["container"] \
         .struct_value.fields["resources"].struct_value.fields
     expected = {("comp-ingest", "dataset"): "system.Dataset", ("comp-featurize", "features"): "system.Dataset",
-                ("comp-validate", "report"): "system.HTML", ("comp-train", "model"): "system.Model",
-                ("comp-train", "curves"): "system.HTML", ("comp-evaluate", "metrics"): "system.Metrics",
-                ("comp-evaluate", "confusion"): "system.ClassificationMetrics",
+                ("comp-validate", "validation_report"): "system.HTML",
+                ("comp-train", "trained_model"): "system.Model", ("comp-train", "training_curves"): "system.HTML",
+                ("comp-evaluate", "metrics"): "system.Metrics",
+                ("comp-evaluate", "confusion_matrix"): "system.ClassificationMetrics",
                 ("comp-export", "onnx_model"): "system.Model"}
     for (component, output), title in expected.items():
         assert artifact_type(spec, component, output) == title, (component, output)
@@ -140,16 +143,105 @@ def test_local_run_matches_the_cli_byte_for_byte(tmp_path: Path):
     assert list(scratch.iterdir()) == []
 
 
+def _stage_of(task: str) -> str:
+    """The stage a task runs: featurize-2 and merge-features-2 are featurize."""
+    return re.sub(r"^merge-features.*|-\d+$", "", task) or "featurize"
+
+
+def test_the_wiring_follows_the_stage_declarations(compiled):
+    """Each task reads the artifacts its stage declares, from the task of the stage that writes
+    them, and waits for its gate (tests/test_stage_contract.py checks the other fronts)."""
+    from audioflow.stages import PRODUCER, STAGES
+
+    spec, _ = compiled
+    tasks = spec.root.dag.tasks
+    for name, task in tasks.items():
+        if name == "configure" or name.startswith("merge-features"):
+            continue
+        stage = STAGES[_stage_of(name)]
+        read = {key: (_stage_of(a.task_output_artifact.producer_task), a.task_output_artifact.output_artifact_key)
+                for key, a in task.inputs.artifacts.items()}
+        assert read == {a: (PRODUCER[a].name, a) for a in stage.inputs}, name
+        assert {_stage_of(t) for t in task.dependent_tasks} >= {PRODUCER[a].name for a in stage.after}, name
+        # The first output of each component is the stage's folder artifact.
+        outputs = spec.components[task.component_ref.name].output_definitions.artifacts
+        assert stage.output in outputs, name
+
+
 def test_each_component_gets_its_own_stage_sections(compiled):
-    """The KFP front follows audioflow.stages.PARAMS like the others (tests/test_stage_contract.py)."""
-    from audioflow.stages import PARAMS
+    """The KFP front hands each component its declared sections, like the others."""
+    from audioflow.stages import STAGES
 
     spec, _ = compiled
     outputs = spec.components["comp-configure"].output_definitions.parameters
-    assert set(outputs) == set(PARAMS)
+    assert set(outputs) == set(STAGES)
     for name, task in spec.root.dag.tasks.items():
         if name == "configure":
             continue
         source = task.inputs.parameters["sections"].task_output_parameter
-        stage = re.sub(r"^merge-features.*|-\d+$", "", name) or "featurize"
+        stage = _stage_of(name)
         assert (source.producer_task, source.output_parameter_key) == ("configure", stage), name
+
+
+# A train pod: the component's own function, on artifacts in folders, mirroring its checkpoint to
+# a checkpoint root. With KILL_AFTER=n the process SIGKILLs itself once the n-th checkpoint is
+# in the store (the kill is the only thing this harness adds: an evicted pod).
+TRAIN_POD = """
+import os, signal, sys
+from pathlib import Path
+from kfp.dsl import HTML, Dataset, Model
+from audioflow import storage
+from pipelines import kubeflow
+root, pod, kill_after = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+if kill_after:
+    real, stored = storage.FsspecFolder.rename, []
+    def rename(self, src, dst):
+        real(self, src, dst)
+        stored.append(dst)
+        if len(stored) == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    storage.FsspecFolder.rename = rename
+kubeflow.train(Dataset(uri=str(root / "features")), Dataset(uri=str(root / "split")),
+               (root / "sections.json").read_text(), Model(uri=str(pod / "model")),
+               HTML(uri=str(pod / "curves.html")), checkpoint_root=str(root / "store"), run_id="run-1")
+"""
+
+
+def test_a_retried_train_pod_resumes_from_the_checkpoint_root(tone_dataset: Path, tmp_path: Path):
+    """Killed after its 2nd epoch, the train component's retry (a fresh pod: nothing of the first
+    one's disk) resumes from the checkpoint root and ends with the weights of an unbroken run."""
+    import torch
+
+    from audioflow import stages
+    from audioflow.checkpoint import load_model
+    from audioflow.config import load_params
+
+    params = load_params("absent.yaml", {
+        "data.root": str(tone_dataset), "data.group_column": "speaker", "features.window_s": 0.5,
+        "features.n_mels": 32, "split.val_fraction": 0.2, "split.test_fraction": 0.2,
+        "model.channels": [8, 16], "train.epochs": 4, "train.batch_size": 8, "train.patience": 10})
+    root = tmp_path / "run"
+    stages.ingest(params, tmp_path / "dataset", progress=False)
+    stages.featurize(params, tmp_path / "dataset", root / "features", progress=False)
+    stages.split(params, tmp_path / "dataset", root / "split")
+    (root / "sections.json").write_text(stages.sections_json(params, "train"))
+    stored = root / "store" / "run-1" / stages.checkpoint_key(params, root / "features", root / "split")
+
+    def pod(name: str, kill_after: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", TRAIN_POD, str(root), str(tmp_path / name), str(kill_after)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    first = pod("pod-1", kill_after=2)
+    assert first.returncode == -9, first.stderr[-3000:]
+    assert (stored / "last.pt").is_file() and not (stored / "last.pt.partial").exists()
+    retry = pod("pod-2", kill_after=0)
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    summary = json.loads((tmp_path / "pod-2/model/train.json").read_text())
+    assert summary["resumed_from_epoch"] == 2 and summary["epochs_run"] == 4
+    assert not stored.exists()  # a finished run leaves nothing to resume
+
+    stages.train(params, root / "features", root / "split", tmp_path / "unbroken", progress=False)
+    a, _ = load_model(tmp_path / "unbroken/model")
+    b, _ = load_model(tmp_path / "pod-2/model/model")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
