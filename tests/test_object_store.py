@@ -328,7 +328,9 @@ def test_killed_training_resumes_from_the_artifact_store(zenml_s3, s3_server):
     finally:
         proc.kill()  # SIGKILL, no clean-up: what a node failure does to a pod
         proc.wait(timeout=60)
-    assert len(checkpoints_in(fs, f"{zenml_s3.bucket}/zenml")) == 1
+    # One checkpoint; a kill during an upload may also leave its `last.pt.partial`, never in its place.
+    assert [p.rsplit("/", 1)[-1] for p in checkpoints_in(fs, f"{zenml_s3.bucket}/zenml")
+            if p.endswith("/last.pt")] == ["last.pt"]
 
     resumed = run_zenml(zenml_s3)
     assert resumed["status"] == "completed"

