@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV_COMPILE_BYTECODE := 1
-RUN := $(UV) run --frozen --quiet
+RUN := $(UV) run --frozen --all-extras --quiet
 PYTEST_ARGS ?=
 
 .PHONY: demo test setup lint bench clean help
@@ -18,7 +18,7 @@ help:  ## list the targets
 	  python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --user >/dev/null 2>&1 || python3 -m ensurepip >/dev/null; \
 	  python3 -m pip install --user --quiet uv 2>/dev/null || python3 -m pip install --quiet uv 2>/dev/null || \
 	  python3 -m pip install --user --quiet --break-system-packages uv; }
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --all-extras --quiet
 	@touch $@
 
 setup: .venv/.synced  ## install uv if needed and sync the locked environment

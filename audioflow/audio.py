@@ -61,13 +61,8 @@ def info(path: str | Path) -> AudioInfo:
 def read(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode to float32 of shape [frames, channels] in [-1, 1] and the native rate."""
     if storage.is_url(path):
-        p = path
         # One request for the whole object: recordings are decoded whole anyway.
-        blob = io.BytesIO(_fetch(path))
-        try:
-            data, sr = sf.read(blob, dtype="float32", always_2d=True)
-        except Exception as exc:
-            raise AudioError(p, f"unreadable or unsupported format ({_decode_error(exc, p)})") from exc
+        return decode(_fetch(path), path)
     else:
         p = Path(path)
         try:
@@ -75,6 +70,32 @@ def read(path: str | Path) -> tuple[np.ndarray, int]:
         except Exception as exc:
             info(p)  # names the cause (missing, empty, unreadable) in the same words as info()
             raise AudioError(p, f"unreadable or unsupported format ({_short(exc)})") from exc
+    return _checked(data, sr, p)
+
+
+def decode(blob: bytes, name: str) -> tuple[np.ndarray, int]:
+    """``read`` for a recording held in memory (an object, an upload); ``name`` names it in errors."""
+    if not blob:
+        raise AudioError(name, "empty file (0 bytes)")
+    try:
+        data, sr = sf.read(io.BytesIO(blob), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(name, f"unreadable or unsupported format ({_decode_error(exc, name)})") from exc
+    return _checked(data, sr, name)
+
+
+def info_of(blob: bytes, name: str) -> AudioInfo:
+    """``info`` for a recording held in memory: the header only, nothing decoded."""
+    if not blob:
+        raise AudioError(name, "empty file (0 bytes)")
+    try:
+        i = sf.info(io.BytesIO(blob))
+    except Exception as exc:
+        raise AudioError(name, f"unreadable or unsupported format ({_decode_error(exc, name)})") from exc
+    return AudioInfo(int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype)
+
+
+def _checked(data: np.ndarray, sr: int, p) -> tuple[np.ndarray, int]:
     if data.shape[0] == 0:
         raise AudioError(p, "no samples (0 frames)")
     if not np.isfinite(data).all():

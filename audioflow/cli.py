@@ -30,6 +30,12 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+# Modules of the extras (pyproject.toml): their absence means a core install, not a bug.
+PIPELINE_MODULES = frozenset({"torch", "torchaudio", "pandas", "yaml", "pydantic", "sklearn", "matplotlib",
+                              "safetensors", "onnx", "onnxscript", "great_expectations", "s3fs", "boto3",
+                              "zenml", "dvc", "kfp"})
+
+
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -237,19 +243,63 @@ def cmd_kubeflow_run_local(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from audioflow.inference import Predictor
+    import csv
+
+    from tqdm import tqdm
+
+    from audioflow.inference import PredictionError, Predictor, expand_paths
 
     predictor = Predictor(args.model)
+    items = list(expand_paths(args.paths))  # each gives exactly one line (or one error)
+    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+    labels = predictor.labels
+    writer = None
+    if args.format == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        head = ["path", "start_s", "end_s", "label", "probability"] if args.timeline else \
+            ["path", "label", "n_windows", "error"] + (["top"] if args.top_k else [])
+        writer.writerow(head + [f"p_{lab}" for lab in labels])
     failed = 0
-    for item in predictor.predict_paths(args.paths):
-        if hasattr(item, "probabilities"):
-            line = item.to_json()
-        else:
-            failed += 1
-            line = json.dumps({"path": str(item.path), "error": str(item.reason)})
-            say(f"{item.path}: {item.reason}")
-        print(line, flush=True)
+    bar = tqdm(total=len(items), unit="file", desc="predict", file=sys.stderr, leave=False,
+               disable=args.quiet or not sys.stderr.isatty() or len(items) < 2)
+    try:
+        for item in predictor.predict_paths(items, batch_windows=args.batch_windows, keep_windows=args.timeline):
+            if isinstance(item, PredictionError):
+                failed += 1
+                bar.write(f"{item.path}: {item.reason}", file=sys.stderr)
+                if writer is None:
+                    out.write(item.to_json() + "\n")
+                elif not args.timeline:
+                    writer.writerow([item.path, "", "", item.reason] + [""] * (len(labels) + bool(args.top_k)))
+            elif writer is None:
+                out.write(item.to_json(top_k=args.top_k, timeline=args.timeline) + "\n")
+            elif args.timeline:
+                for row in item.timeline():
+                    writer.writerow([item.path, row["start_s"], row["end_s"], row["label"], f"{row['probability']:.6f}"]
+                                    + [f"{row['probabilities'][lab]:.6f}" for lab in labels])
+            else:
+                top = ["|".join(f"{lab}:{p:.6f}" for lab, p in item.top(args.top_k))] if args.top_k else []
+                writer.writerow([item.path, item.label, item.n_windows, ""] + top
+                                + [f"{item.probabilities[lab]:.6f}" for lab in labels])
+            out.flush()
+            bar.update(1)
+    finally:
+        bar.close()
+        if out is not sys.stdout:
+            out.close()
+    if failed:
+        say(f"predict: {failed} of {len(items)} input(s) could not be scored")
     return 1 if failed else 0
+
+
+def cmd_serve(args) -> int:
+    from audioflow.serve import serve
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        say(f"serve: listening on {args.host}, reachable from other machines; there is no authentication")
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+          max_duration_s=args.max_duration_s, log_level="warning" if args.quiet else "info")
+    return 0
 
 
 def _stage_description(stage) -> str:
@@ -328,11 +378,42 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-root", help="data folder or URL (default: data.root from params)")
     q.set_defaults(fn=cmd_kubeflow_run_local)
 
-    p = sub.add_parser("predict", help="classify audio files or folders with an exported ONNX model",
-                       description="Print one JSON line per recording: path, label, probabilities.")
+    p = sub.add_parser("predict", help="classify audio files, folders or globs with an exported ONNX model",
+                       description="One JSON line (or CSV row) per recording: path, label, probabilities, "
+                                   "number of windows. Any sample rate and channel count is converted as in "
+                                   "training; long recordings are scored by sliding windows, averaged. A file "
+                                   "that cannot be read gets an error line and the others go on; the exit "
+                                   "code is 1 if any failed. Runs on ONNX Runtime only (no torch).")
     p.add_argument("model", help="model.onnx written by `audioflow export`")
-    p.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
+    p.add_argument("paths", nargs="+", help="audio files, folders (searched recursively) or quoted glob patterns "
+                                           "such as 'data/**/*.wav'")
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="output format (default: jsonl)")
+    p.add_argument("--top-k", type=int, default=0, metavar="K", help="also list the K most probable labels")
+    p.add_argument("--timeline", action="store_true",
+                   help="per-window labels with start and end times (JSON: a `timeline` list; CSV: one row "
+                        "per window), for long recordings")
+    p.add_argument("--batch-windows", type=int, default=64, metavar="N",
+                   help="windows per ONNX Runtime run; short recordings share a run (default: 64)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_predict)
+
+    from audioflow.serve import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_UPLOAD_MB
+
+    p = sub.add_parser("serve", help="serve an exported ONNX model over HTTP (FastAPI + uvicorn)",
+                       description="POST /predict (multipart field `file`) returns label, probabilities and "
+                                   "the model version; GET /health, GET /metadata, GET /docs (OpenAPI). "
+                                   "SIGTERM or Ctrl-C finishes the requests in flight, then stops.")
+    p.add_argument("model", help="model.onnx written by `audioflow export`")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                   help=f"larger uploads get 413 (default: {DEFAULT_MAX_UPLOAD_MB:g})")
+    p.add_argument("--max-duration-s", type=float, default=DEFAULT_MAX_DURATION_S,
+                   help=f"longer recordings get 413 (default: {DEFAULT_MAX_DURATION_S:g})")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only, not every request")
+    p.set_defaults(fn=cmd_serve)
     return parser
 
 
@@ -346,9 +427,18 @@ def main(argv: list[str] | None = None) -> int:
     except (AudioflowError, FileNotFoundError) as exc:
         say(f"error: {exc}")
         return 2
+    except ModuleNotFoundError as exc:  # a core (deployment) install running a pipeline command
+        if exc.name and exc.name.split(".")[0] in PIPELINE_MODULES:
+            say(f"error: `audioflow {args.command}` needs the pipeline's dependencies ({exc.name} is not "
+                "installed): pip install 'audioflow[train]' (or [all] for ZenML, DVC and Kubeflow too)")
+            return 2
+        raise
     except KeyboardInterrupt:
         say("interrupted")
         return 130
+    except BrokenPipeError:  # `audioflow predict ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ This is the deployment path, so it must stay importable without torch: it depend
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +25,50 @@ REQUIRED_METADATA = ("labels", "sample_rate", "window_samples", "window_hop_samp
 
 @dataclass(frozen=True)
 class Prediction:
-    """Clip-level result: window probabilities averaged, label = their argmax."""
+    """Clip-level result: window probabilities averaged, label = their argmax.
+
+    ``windows`` (kept on request) holds every window's probabilities, for a timeline.
+    """
 
     path: str
     label: str
     probabilities: dict[str, float]
     n_windows: int
+    windows: np.ndarray | None = field(default=None, repr=False, compare=False)
+    window_s: float = 0.0
+    hop_s: float = 0.0
+    duration_s: float = 0.0
 
-    def to_json(self) -> str:
-        return json.dumps({"path": self.path, "label": self.label,
-                           "probabilities": self.probabilities, "n_windows": self.n_windows})
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The k most probable labels, most probable first."""
+        return sorted(self.probabilities.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+    def timeline(self) -> list[dict]:
+        """Per window: start and end (s, clipped to the recording), its label and probability."""
+        if self.windows is None:
+            raise ValueError("predicted without keep_windows=True: no per-window probabilities")
+        labels = list(self.probabilities)
+        rows = []
+        for i, probs in enumerate(self.windows):
+            start = i * self.hop_s
+            best = int(np.argmax(probs))
+            rows.append({"start_s": round(start, 4), "end_s": round(min(start + self.window_s, self.duration_s), 4),
+                         "label": labels[best], "probability": float(probs[best]),
+                         "probabilities": {lab: float(v) for lab, v in zip(labels, probs)}})
+        return rows
+
+    def to_dict(self, top_k: int | None = None, timeline: bool = False) -> dict:
+        d = {"path": self.path, "label": self.label, "probabilities": self.probabilities,
+             "n_windows": self.n_windows}
+        if top_k:
+            d["top"] = [{"label": lab, "probability": p} for lab, p in self.top(top_k)]
+        if timeline:
+            d["duration_s"] = round(self.duration_s, 4)
+            d["timeline"] = [{k: v for k, v in row.items() if k != "probabilities"} for row in self.timeline()]
+        return d
+
+    def to_json(self, top_k: int | None = None, timeline: bool = False) -> str:
+        return json.dumps(self.to_dict(top_k, timeline))
 
 
 @dataclass(frozen=True)
@@ -73,9 +109,14 @@ def window_batches(signal: np.ndarray, window: int, hop: int,
         yield np.ascontiguousarray(view[starts[i : i + max_batch]], dtype=np.float32)
 
 
-def expand_paths(paths: Iterable[str | Path]) -> Iterator[Path | PredictionError]:
-    """Files as given; folders recursively to their audio files (sorted); errors for the rest."""
-    for p in map(Path, paths):
+def expand_paths(paths: Iterable[str | Path | PredictionError]) -> Iterator[Path | PredictionError]:
+    """Files as given; folders recursively to their audio files (sorted); glob patterns
+    (``*``, ``?``, ``[...]``, ``**``) to what they match, sorted; errors for the rest."""
+    for raw in paths:
+        if isinstance(raw, PredictionError):  # already expanded
+            yield raw
+            continue
+        p = Path(raw)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*")
                            if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
@@ -85,6 +126,12 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[Path | PredictionError
             yield from found
         elif p.exists():
             yield p
+        elif re.search(r"[*?[]", str(raw)):
+            matches = sorted(glob.glob(str(raw), recursive=True))
+            if not matches:
+                yield PredictionError(str(raw), "no file matches this pattern")
+            for m in matches:
+                yield from expand_paths([m]) if Path(m).is_dir() else [Path(m)]
         else:
             yield PredictionError(str(p), "file not found")
 
@@ -126,49 +173,88 @@ class Predictor:
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
 
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        logits = self.session.run([self._output], {self._input: batch})[0]
+        if logits.shape != (len(batch), len(self.labels)):
+            raise ValueError(f"{self.model_path}: model output {logits.shape} does not match "
+                             f"{len(batch)} windows x {len(self.labels)} labels")
+        return softmax(logits)
+
     def window_probabilities(self, signal: np.ndarray) -> np.ndarray:
         """Softmax probabilities of every window: [n_windows, n_labels] float64."""
-        parts = []
-        for batch in window_batches(signal, self.window_samples, self.window_hop_samples):
-            logits = self.session.run([self._output], {self._input: batch})[0]
-            if logits.shape != (len(batch), len(self.labels)):
-                raise ValueError(f"{self.model_path}: model output {logits.shape} does not match "
-                                 f"{len(batch)} windows x {len(self.labels)} labels")
-            parts.append(softmax(logits))
-        return np.concatenate(parts)
+        return np.concatenate([self._probabilities(batch) for batch in
+                               window_batches(signal, self.window_samples, self.window_hop_samples)])
 
-    def predict_waveform(self, signal: np.ndarray, path: str = "<array>") -> Prediction:
-        """Score a mono float32 signal already at ``self.sample_rate``."""
-        signal = np.asarray(signal, dtype=np.float32)
-        if signal.ndim != 1:
-            raise ValueError(f"{path}: expected a mono 1-D signal, got shape {signal.shape}")
-        if signal.size == 0:
-            raise ValueError(f"{path}: empty signal")
-        probs = self.window_probabilities(signal)
+    def _prediction(self, path: str, probs: np.ndarray, n_samples: int, keep_windows: bool) -> Prediction:
         mean = probs.mean(axis=0)
         return Prediction(
             path=path,
             label=self.labels[int(np.argmax(mean))],
             probabilities={lab: float(p) for lab, p in zip(self.labels, mean)},
             n_windows=len(probs),
+            windows=probs if keep_windows else None,
+            window_s=self.window_samples / self.sample_rate,
+            hop_s=self.window_hop_samples / self.sample_rate,
+            duration_s=n_samples / self.sample_rate,
         )
 
-    def predict_file(self, path: str | Path) -> Prediction:
-        """Decode, mix to mono, resample to the model's rate, then score (AudioError if bad)."""
-        return self.predict_waveform(audio.load(path, self.sample_rate), path=str(path))
+    def predict_waveform(self, signal: np.ndarray, path: str = "<array>", keep_windows: bool = False) -> Prediction:
+        """Score a mono float32 signal already at ``self.sample_rate``."""
+        signal = np.asarray(signal, dtype=np.float32)
+        if signal.ndim != 1:
+            raise ValueError(f"{path}: expected a mono 1-D signal, got shape {signal.shape}")
+        if signal.size == 0:
+            raise ValueError(f"{path}: empty signal")
+        return self._prediction(path, self.window_probabilities(signal), len(signal), keep_windows)
 
-    def predict_paths(self, paths: Iterable[str | Path]) -> Iterator[Prediction | PredictionError]:
-        """Predictions for files and (recursively) folders; a bad file yields PredictionError."""
+    def predict_file(self, path: str | Path, keep_windows: bool = False) -> Prediction:
+        """Decode, mix to mono, resample to the model's rate, then score (AudioError if bad)."""
+        return self.predict_waveform(audio.load(path, self.sample_rate), path=str(path), keep_windows=keep_windows)
+
+    def predict_paths(self, paths: Iterable[str | Path], batch_windows: int = MAX_BATCH,
+                      keep_windows: bool = False) -> Iterator[Prediction | PredictionError]:
+        """Predictions for files, folders and globs, in order; a bad file yields PredictionError.
+
+        The windows of consecutive short recordings share one ONNX Runtime run (up to
+        ``batch_windows`` windows); a recording with more windows runs alone, in chunks.
+        """
+        queue: list[tuple[str, np.ndarray, int]] = []
+
+        def flush() -> Iterator[Prediction]:
+            if not queue:
+                return
+            probs = self._probabilities(np.concatenate([w for _, w, _ in queue]))
+            i = 0
+            for path, w, n in queue:
+                yield self._prediction(path, probs[i : i + len(w)], n, keep_windows)
+                i += len(w)
+            queue.clear()
+
         for item in expand_paths(paths):
             if isinstance(item, PredictionError):
+                yield from flush()
                 yield item
                 continue
             try:
-                yield self.predict_file(item)
+                signal = audio.load(item, self.sample_rate)
             except audio.AudioError as exc:
-                yield PredictionError(exc.path, exc.reason)
+                yield from flush()
+                yield PredictionError(str(exc.path), exc.reason)
+                continue
             except OSError as exc:  # e.g. permission denied between listing and reading
+                yield from flush()
                 yield PredictionError(str(item), f"{type(exc).__name__}: {exc.strerror or exc}")
+                continue
+            n_windows = len(audio.window_starts(len(signal), self.window_samples, self.window_hop_samples))
+            if n_windows > batch_windows:
+                yield from flush()
+                yield self.predict_waveform(signal, path=str(item), keep_windows=keep_windows)
+                continue
+            if sum(len(w) for _, w, _ in queue) + n_windows > batch_windows:
+                yield from flush()
+            queue.append((str(item), audio.frame_windows(signal, self.window_samples, self.window_hop_samples),
+                          len(signal)))
+        yield from flush()
 
     def __repr__(self) -> str:
         return (f"Predictor({str(self.model_path)!r}, labels={self.labels}, "

@@ -16,11 +16,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from audioflow.config import Params
 from audioflow.errors import AudioflowError
+
+if TYPE_CHECKING:  # the CLI reads the declarations in a torch-free install, too
+    import numpy as np
+
+    from audioflow.config import Params
 
 
 @dataclass(frozen=True)

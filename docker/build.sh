@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# Build the steps image from docker/Dockerfile and smoke-test it: `--help`, then a tiny training
-# run on demo recordings mounted read-only, with the outputs in a Docker volume, then one
-# prediction with the model it wrote. tests/test_docker.py runs the same audioflow arguments
-# (DEMO_ARGS, RUN_ARGS, PREDICT_ARGS below) outside a container, on every `make test`.
+# Build both images and smoke-test them. The steps image (docker/Dockerfile): `--help`, a tiny
+# training run on demo recordings mounted read-only, with the outputs in a Docker volume, then
+# one prediction with the model it wrote. The serve image (docker/Dockerfile.serve): that model
+# served on a port of 127.0.0.1 until Docker reports it healthy, then one POST /predict.
+# tests/test_docker.py runs the same audioflow arguments (DEMO_ARGS, RUN_ARGS, PREDICT_ARGS below)
+# and the serve image's install outside a container, on every `make test`.
 set -euo pipefail
 
 usage() {
     cat <<'EOF'
-Usage: docker/build.sh [--tag IMAGE] [--gpus] [--no-smoke]
+Usage: docker/build.sh [--tag IMAGE] [--serve-tag IMAGE] [--gpus] [--no-smoke]
 
-Build the audioflow steps image (docker/Dockerfile, context: the repository root) and
-smoke-test it: `IMAGE --help`, a one-epoch `audioflow run` on 60 demo recordings mounted
-read-only with an outputs volume, and `audioflow predict` with the model it wrote.
+Build the audioflow steps image (docker/Dockerfile) and serve image (docker/Dockerfile.serve),
+context: the repository root, and smoke-test them: `IMAGE --help`, a one-epoch `audioflow run`
+on 60 demo recordings mounted read-only with an outputs volume, `audioflow predict` with the
+model it wrote, then that model served by the serve image and one recording POSTed to it.
 
-  --tag IMAGE   name for the image (default: audioflow-steps:dev)
+  --tag IMAGE   name for the steps image (default: audioflow-steps:dev)
+  --serve-tag IMAGE
+                name for the serve image (default: audioflow-serve:dev)
   --gpus        run the smoke test with `--gpus all` (needs the NVIDIA container toolkit)
   --no-smoke    build only
   -h, --help    show this help
@@ -23,6 +28,7 @@ EOF
 }
 
 image="audioflow-steps:dev"
+serve_image="audioflow-serve:dev"
 gpus=()
 smoke=1
 while (($#)); do
@@ -30,6 +36,9 @@ while (($#)); do
         --tag) [[ $# -ge 2 ]] || { echo "--tag needs an image name" >&2; exit 2; }
                image="$2"; shift 2 ;;
         --tag=*) image="${1#--tag=}"; shift ;;
+        --serve-tag) [[ $# -ge 2 ]] || { echo "--serve-tag needs an image name" >&2; exit 2; }
+                     serve_image="$2"; shift 2 ;;
+        --serve-tag=*) serve_image="${1#--serve-tag=}"; shift ;;
         --gpus) gpus=(--gpus all); shift ;;
         --no-smoke) smoke=0; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -48,6 +57,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 echo "== building $image from docker/Dockerfile"
 "$docker" build --file "$root/docker/Dockerfile" --tag "$image" "$root"
+echo "== building $serve_image from docker/Dockerfile.serve"
+"$docker" build --file "$root/docker/Dockerfile.serve" --tag "$serve_image" "$root"
 ((smoke)) || exit 0
 
 echo "== $image --help"
@@ -56,6 +67,7 @@ echo "== $image --help"
 scratch="$(mktemp -d)"
 volume="audioflow-smoke-$$"
 cleanup() {
+    [[ -z "${container:-}" ]] || "$docker" rm --force "$container" >/dev/null 2>&1 || true
     rm -rf "$scratch"
     "$docker" volume rm --force "$volume" >/dev/null 2>&1 || true
 }
@@ -77,3 +89,20 @@ n="$(grep -c '"label"' <<<"$predictions" || true)"
 [[ "$n" -gt 0 ]] || { echo "error: no predictions:" >&2; echo "$predictions" >&2; exit 1; }
 echo "$n recordings classified"
 echo "== $image works"
+
+echo "== $serve_image serves that model"
+container="$("$docker" run --detach --publish 127.0.0.1::8000 --volume "$volume:/models:ro" "$serve_image")"
+for _ in $(seq 60); do
+    health="$("$docker" inspect --format '{{.State.Health.Status}}' "$container")"
+    [[ "$health" == healthy ]] && break
+    [[ "$("$docker" inspect --format '{{.State.Running}}' "$container")" == true ]] || break
+    sleep 2
+done
+[[ "${health:-}" == healthy ]] || { echo "error: $serve_image did not become healthy:" >&2
+                                    "$docker" logs "$container" >&2; exit 1; }
+port="$("$docker" port "$container" 8000/tcp | head -n 1 | sed 's/.*://')"
+recording="$(find "$scratch/data/recordings" -name '*.wav' | head -n 1)"
+answer="$(curl --silent --show-error --fail -F "file=@$recording" "http://127.0.0.1:$port/predict")"
+echo "$answer"
+grep -q '"label"' <<<"$answer" || { echo "error: no label in the answer" >&2; exit 1; }
+echo "== $serve_image works"

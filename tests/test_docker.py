@@ -26,6 +26,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
+SERVE_DOCKERFILE = ROOT / "docker" / "Dockerfile.serve"
+BOTH = pytest.mark.parametrize("dockerfile", [DOCKERFILE, SERVE_DOCKERFILE], ids=lambda p: p.name)
 BUILD_SH = ROOT / "docker" / "build.sh"
 KEPT_OUT = ("data", "artifacts", "outputs")  # what no image may hold: recordings and results
 # Set by whoever runs the container (the pod's CPU limit), never baked into the image.
@@ -103,7 +105,7 @@ def shell_array(script: Path, name: str) -> list[str]:
 # --- lint -----------------------------------------------------------------------------------
 
 def test_every_dockerfile_is_found():
-    assert DOCKERFILE in dockerfiles()
+    assert dockerfiles() == [DOCKERFILE, SERVE_DOCKERFILE]
 
 
 @pytest.mark.parametrize("dockerfile", dockerfiles(), ids=lambda p: p.name)
@@ -137,8 +139,9 @@ def test_build_script_parses_and_explains_itself(tmp_path: Path):
 
 # --- what the Dockerfile promises -----------------------------------------------------------
 
-def test_final_stage_runs_audioflow_as_a_non_root_user():
-    final = parse_dockerfile(DOCKERFILE)[-1]
+@BOTH
+def test_final_stage_runs_audioflow_as_a_non_root_user(dockerfile: Path):
+    final = parse_dockerfile(dockerfile)[-1]
     order = [instr for instr, _ in final.instructions]
     assert order.count("ENTRYPOINT") == 1
     users = final.all("USER")
@@ -150,11 +153,12 @@ def test_final_stage_runs_audioflow_as_a_non_root_user():
     env = final.env()
     assert env["ORT_DISABLE_TELEMETRY"] == "1"
     assert env["PATH"].startswith("/opt/venv/bin:")  # `python` in a ZenML step pod is the venv's
-    assert not set(THREAD_VARS) & {k for s in parse_dockerfile(DOCKERFILE) for k in s.env()}
+    assert not set(THREAD_VARS) & {k for s in parse_dockerfile(dockerfile) for k in s.env()}
 
 
-def test_base_images_and_uv_are_pinned():
-    stages = parse_dockerfile(DOCKERFILE)
+@BOTH
+def test_base_images_and_uv_are_pinned(dockerfile: Path):
+    stages = parse_dockerfile(dockerfile)
     external = [s.base for s in stages if s.base not in {t.name for t in stages}]
     for image in external:
         tag = image.rpartition(":")[2]
@@ -166,8 +170,9 @@ def test_base_images_and_uv_are_pinned():
     assert any(img.startswith("ghcr.io/astral-sh/uv:") for img in external)
 
 
-def test_nothing_of_data_artifacts_or_outputs_is_copied_in():
-    for stage in parse_dockerfile(DOCKERFILE):
+@BOTH
+def test_nothing_of_data_artifacts_or_outputs_is_copied_in(dockerfile: Path):
+    for stage in parse_dockerfile(dockerfile):
         assert not stage.all("ADD"), "COPY only: ADD fetches URLs and unpacks archives"
         for args in stage.all("COPY"):
             flags, sources, _ = copy_args(args)
@@ -176,9 +181,10 @@ def test_nothing_of_data_artifacts_or_outputs_is_copied_in():
                 assert top not in KEPT_OUT and top not in {".", "*"}, f"COPY {args}"
 
 
-def test_dependencies_install_before_the_code_arrives():
+@BOTH
+def test_dependencies_install_before_the_code_arrives(dockerfile: Path):
     """A code edit must not reinstall torch: the first sync sees only pyproject.toml and uv.lock."""
-    build = next(s for s in parse_dockerfile(DOCKERFILE) if s.name == "build")
+    build = next(s for s in parse_dockerfile(dockerfile) if s.name == "build")
     steps = [(i, a) for i, a in build.instructions if i in ("COPY", "RUN") and "--from" not in a]
     copied: list[str] = []
     runs = []
@@ -194,6 +200,24 @@ def test_dependencies_install_before_the_code_arrives():
     for args, _ in runs:
         assert {"--frozen", "--no-dev", "--no-editable"} <= set(args.split()), args
         assert "--mount" not in args  # BuildKit-only; ZenML's docker-py builder lacks it
+
+
+def sync_commands(dockerfile: Path) -> list[str]:
+    build = next(s for s in parse_dockerfile(dockerfile) if s.name == "build")
+    return [args for args in build.all("RUN") if args.startswith("uv sync")]
+
+
+def test_the_steps_image_has_every_extra_and_the_serve_image_none():
+    assert all("--extra all" in args for args in sync_commands(DOCKERFILE))
+    assert all("--extra" not in args and "--all-extras" not in args for args in sync_commands(SERVE_DOCKERFILE))
+
+
+def test_the_serve_image_has_a_health_check_and_serves_on_its_port():
+    final = parse_dockerfile(SERVE_DOCKERFILE)[-1]
+    (check,) = final.all("HEALTHCHECK")
+    assert "/health" in check and "CMD" in check
+    cmd = json.loads(final.all("CMD")[0])
+    assert cmd[:2] == ["serve", "/models/model.onnx"] and cmd[cmd.index("--port") + 1] in final.all("EXPOSE")
 
 
 def test_dockerignore_keeps_data_and_results_out(tmp_path: Path):
@@ -215,9 +239,10 @@ def test_dockerignore_keeps_data_and_results_out(tmp_path: Path):
         assert not any(p == top or p.startswith(top + "/") for p in sent), top
 
 
-def test_every_copied_path_is_in_the_real_build_context():
+@BOTH
+def test_every_copied_path_is_in_the_real_build_context(dockerfile: Path):
     sent = build_context(ROOT)
-    for stage in parse_dockerfile(DOCKERFILE):
+    for stage in parse_dockerfile(dockerfile):
         for args in stage.all("COPY"):
             flags, sources, _ = copy_args(args)
             if "from" not in flags:
@@ -248,10 +273,22 @@ def private_uv_cache(uv: Path, dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.slow
-def test_build_stage_installs_and_entrypoint_runs(tmp_path: Path):
+@dataclass
+class Installed:
+    """An image's environment, installed here by its build stage's own commands."""
+
+    venv: Path
+    env: dict[str, str]  # the final stage's environment, pointing at venv
+    entrypoint: list[str]
+    cmd: list[str]
+    final: Stage
+
+
+def install_as_the_image(dockerfile: Path, tmp_path: Path) -> Installed:
+    """Run the build stage's COPY and RUN instructions, read from ``dockerfile``, in tmp_path
+    (``venv`` stands for the image's /opt/venv), then drop the source tree as the final stage does."""
     uv = find_uv()
-    stages = parse_dockerfile(DOCKERFILE)
+    stages = parse_dockerfile(dockerfile)
     build, final = next(s for s in stages if s.name == "build"), stages[-1]
     pinned = next(s.base for s in stages if s.base.startswith("ghcr.io/astral-sh/uv:")).rpartition(":")[2]
     here = subprocess.run([str(uv), "--version"], capture_output=True, text=True).stdout.split()[1]
@@ -260,7 +297,7 @@ def test_build_stage_installs_and_entrypoint_runs(tmp_path: Path):
 
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "uv").symlink_to(uv)
-    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp").mkdir(exist_ok=True)
     venv = tmp_path / "venv"  # stands for the image's /opt/venv
     env = {k: v for k, v in os.environ.items() if not k.startswith("UV_") and k != "VIRTUAL_ENV"}
     env |= build.env() | {
@@ -314,6 +351,14 @@ def test_build_stage_installs_and_entrypoint_runs(tmp_path: Path):
                 "TMPDIR": str(tmp_path / "tmp")}
     entrypoint = json.loads(final.all("ENTRYPOINT")[0])
     cmd = json.loads(final.all("CMD")[0]) if final.all("CMD") else []
+    assert shutil.which(entrypoint[0], path=runtime["PATH"]) == str(venv / "bin" / entrypoint[0])
+    return Installed(venv, runtime, entrypoint, cmd, final)
+
+
+@pytest.mark.slow
+def test_build_stage_installs_and_entrypoint_runs(tmp_path: Path):
+    image = install_as_the_image(DOCKERFILE, tmp_path)
+    entrypoint, cmd, runtime = image.entrypoint, image.cmd, image.env
     app = tmp_path / "app"  # the image's WORKDIR, with params.yaml mounted as build.sh does
     app.mkdir()
     shutil.copyfile(ROOT / "params.yaml", app / "params.yaml")
@@ -323,10 +368,51 @@ def test_build_stage_installs_and_entrypoint_runs(tmp_path: Path):
         assert p.returncode == 0, f"{entrypoint + list(args)} -> {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
         return p.stdout + p.stderr
 
-    assert shutil.which(entrypoint[0], path=runtime["PATH"]) == str(venv / "bin" / entrypoint[0])
     assert "usage: audioflow" in run(*cmd)
     run(*shell_array(BUILD_SH, "DEMO_ARGS"))
     summary = run(*shell_array(BUILD_SH, "RUN_ARGS"))
     assert "test         accuracy" in summary and (app / "outputs" / "model.onnx").stat().st_size > 0
     predictions = run(*shell_array(BUILD_SH, "PREDICT_ARGS"))
     assert predictions.count('"label"') == 60
+
+
+# The serve image: the core install. Its model: the tiny exported one of the export tests.
+from tests.test_export_inference import exported, model_dir  # noqa: E402, F401
+
+
+@pytest.mark.slow
+def test_serve_image_is_torch_free_and_predicts_and_serves(tmp_path: Path, exported):  # noqa: F811
+    """The core install (no extra) as Dockerfile.serve makes it: torch and the pipeline are not
+    installed, `predict` and `serve` work, and a pipeline command says which extra it needs."""
+    from tests.test_serve import chirp, encoded, post_file, running_server
+
+    image = install_as_the_image(SERVE_DOCKERFILE, tmp_path)
+    py = image.venv / "bin" / "python"
+    missing = subprocess.run([str(py), "-c", "import importlib.util as u; print([m for m in ('torch', 'torchaudio', "
+                              "'zenml', 'dvc', 'kfp', 'great_expectations', 'pandas') if u.find_spec(m)])"],
+                             env=image.env, capture_output=True, text=True, timeout=60)
+    assert missing.stdout.strip() == "[]", missing.stdout + missing.stderr
+
+    models = tmp_path / "models"  # the image's WORKDIR, where the model is mounted
+    models.mkdir()
+    shutil.copyfile(exported[0], models / "model.onnx")
+    (models / "clip.wav").write_bytes(encoded(chirp(1.7, 8000, channels=2), 8000, "WAV", "PCM_16"))
+    # predict, and proof that nothing imported torch on the way (not even a lazy import).
+    probe = ("import sys; from audioflow.cli import main; rc = main(['predict', 'model.onnx', 'clip.wav']); "
+             "print('TORCH' if any(m.split('.')[0] == 'torch' for m in sys.modules) else 'NO-TORCH'); sys.exit(rc)")
+    p = subprocess.run([str(py), "-c", probe], cwd=models, env=image.env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    line, verdict = p.stdout.strip().splitlines()
+    assert json.loads(line)["path"] == "clip.wav" and verdict == "NO-TORCH"
+
+    train = subprocess.run([*image.entrypoint, "train"], cwd=models, env=image.env, capture_output=True,
+                           text=True, timeout=120)
+    assert train.returncode == 2 and "pip install 'audioflow[train]'" in train.stderr, train.stderr[-2000:]
+
+    # The image's CMD, on a free port of 127.0.0.1 instead of 0.0.0.0:8000.
+    cmd = image.cmd
+    assert cmd[0] == "serve"
+    model_arg = Path(cmd[1]).name
+    with running_server(models / model_arg, python_bin=image.venv / "bin", env=image.env) as server:
+        status, body = post_file(server["port"], "clip.wav", (models / "clip.wav").read_bytes())
+    assert status == 200 and body["label"] in json.loads(line)["probabilities"]

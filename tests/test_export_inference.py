@@ -215,3 +215,77 @@ def test_inference_does_not_import_torch():
             "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def clips_folder(root: Path) -> Path:
+    """Recordings of many lengths (shorter than a window to 12 windows), rates and channels."""
+    for i, seconds in enumerate([0.2, 0.5, 0.9, 1.3, 2.1, 3.25]):
+        sr = (4000, 8000, 11025)[i % 3]
+        x = sine(int(seconds * sr), 250 + 90 * i, sr=sr) + noise((int(seconds * sr),), seed=i)
+        path = root / f"c{i}" / f"clip{i}.wav" if i % 2 else root / f"clip{i}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, np.stack([x, x[::-1]], axis=1) if i == 4 else x, sr)
+    return root
+
+
+def test_batches_across_recordings_give_the_per_file_answers(predictor, tmp_path):
+    """Short recordings share ONNX Runtime runs; the answers are those of one file at a time."""
+    root = clips_folder(tmp_path / "clips")
+    alone = {str(p): predictor.predict_file(p) for p in sorted(root.rglob("clip*"))}
+    for batch in (1, 5, 64):  # 1: every recording runs alone, in chunks; 64: many share a run
+        got = list(predictor.predict_paths([root], batch_windows=batch))
+        assert [g.path for g in got] == sorted(alone)
+        for g in got:
+            ref = alone[g.path]
+            assert g.n_windows == ref.n_windows and g.label == ref.label
+            np.testing.assert_allclose(list(g.probabilities.values()), list(ref.probabilities.values()),
+                                       rtol=0, atol=1e-6)
+
+
+def test_timeline_lists_every_window_with_its_time(predictor, tmp_path):
+    path = tmp_path / "long.wav"
+    n = WINDOW + 6 * HOP + 100  # 8 windows, the last one cut short by the end of the recording
+    sf.write(path, sine(n, 500) + noise((n,), seed=2), SR, subtype="FLOAT")
+    pred = predictor.predict_file(path, keep_windows=True)
+    rows = pred.timeline()
+    assert len(rows) == pred.n_windows == 8
+    assert [r["start_s"] for r in rows] == [round(i * HOP / SR, 4) for i in range(8)]
+    assert rows[-1]["end_s"] == round(n / SR, 4) and rows[0]["end_s"] == WINDOW / SR
+    mean = np.mean([[r["probabilities"][lab] for lab in LABELS] for r in rows], axis=0)
+    np.testing.assert_allclose(mean, [pred.probabilities[lab] for lab in LABELS], atol=1e-9)
+    d = json.loads(pred.to_json(top_k=2, timeline=True))
+    assert [t["label"] for t in d["top"]] == [lab for lab, _ in pred.top(2)] and len(d["timeline"]) == 8
+
+
+def test_globs_expand_sorted_and_an_unmatched_pattern_is_an_error(tmp_path):
+    from audioflow.inference import expand_paths
+
+    root = clips_folder(tmp_path / "clips")
+    got = list(expand_paths([str(root / "**" / "*.wav"), str(root / "*.ogg")]))
+    assert [p.name for p in got[:-1]] == ["clip1.wav", "clip3.wav", "clip5.wav"]
+    assert isinstance(got[-1], PredictionError) and "no file matches" in got[-1].reason
+
+
+def test_predict_cli_csv_top_k_timeline_and_exit_code(exported, tmp_path):
+    import csv
+
+    root = clips_folder(tmp_path / "clips")
+    (root / "broken.wav").write_bytes(b"RIFF....WAVEfmt ")
+    cli = [str(Path(sys.executable).parent / "audioflow"), "predict", str(exported[0])]
+    p = subprocess.run([*cli, str(root), "--format", "csv", "--top-k", "2", "-o", str(tmp_path / "p.csv")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "broken.wav" in p.stderr  # one failed: exit 1, the rest are there
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert len(rows) == 7 and [r for r in rows if r["error"]][0]["path"].endswith("broken.wav")
+    good = [r for r in rows if not r["error"]]
+    for r in good:
+        probs = {lab: float(r[f"p_{lab}"]) for lab in LABELS}
+        assert r["label"] == max(probs, key=probs.get) and abs(sum(probs.values()) - 1) < 1e-5
+        assert r["top"].split("|")[0].split(":")[0] == r["label"] and len(r["top"].split("|")) == 2
+    p = subprocess.run([*cli, str(root / "c5" / "clip5.wav"), "--timeline", "--format", "csv"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    windows = list(csv.DictReader(p.stdout.splitlines()))
+    assert len(windows) == json.loads(subprocess.run([*cli, str(root / "c5" / "clip5.wav")], capture_output=True,
+                                                     text=True, timeout=120).stdout)["n_windows"] > 1
+    assert float(windows[1]["start_s"]) == HOP / SR
