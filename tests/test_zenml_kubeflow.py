@@ -37,10 +37,11 @@ RUN_COMMAND = "uv run zenml pipeline run pipelines.training.training_pipeline -c
 
 def settings_classes() -> dict[str, type[BaseModel]]:
     from zenml.config import DockerSettings, ResourceSettings
-    from zenml.integrations.kubeflow.flavors.kubeflow_orchestrator_flavor import KubeflowOrchestratorSettings
+
+    from pipelines.zenml_kubeflow import AudioflowKubeflowOrchestratorSettings
 
     return {"docker": DockerSettings, "resources": ResourceSettings,
-            "orchestrator.kubeflow": KubeflowOrchestratorSettings}
+            "orchestrator.audioflow_kubeflow": AudioflowKubeflowOrchestratorSettings}
 
 
 def models_in(annotation) -> list[type[BaseModel]]:
@@ -99,13 +100,13 @@ def test_the_key_check_catches_misspellings():
     raw["settings"]["docker"]["dockerfiel"] = "x"
     raw["steps"]["train"]["settings"]["resources"]["gpus"] = 1
     raw["steps"]["trian"] = {}
-    raw["steps"]["train"]["settings"]["orchestrator.kubeflow"]["pod_settings"]["node_selector"] = {}
+    raw["steps"]["train"]["settings"]["orchestrator.audioflow_kubeflow"]["pod_settings"]["node_selector"] = {}
     raw["settings"]["orchestrator.kubflow"] = {}
     PipelineRunConfiguration.model_validate(raw)  # ZenML itself takes all of these
     assert unknown_keys(PipelineRunConfiguration, raw, "") == [
         "settings.docker.dockerfiel", "settings.orchestrator.kubflow (no settings class for this key)",
         "steps.train.settings.resources.gpus",
-        "steps.train.settings.orchestrator.kubeflow.pod_settings.node_selector", "steps.trian (no such step)"]
+        "steps.train.settings.orchestrator.audioflow_kubeflow.pod_settings.node_selector", "steps.trian (no such step)"]
 
 
 def test_kubeflow_config_says_what_the_readme_says():
@@ -126,16 +127,21 @@ def test_kubeflow_config_says_what_the_readme_says():
     assert raw["environment"]["AUDIOFLOW_PARAMS"] == "/app/code/params.yaml"
     resources = {s: ResourceSettings.model_validate(c.get("settings", {}).get("resources", {}))
                  for s, c in raw["steps"].items()}
-    assert resources["train"].gpu_count == 1 and resources["train"].memory is None
+    assert resources["train"].gpu_count == 1 and resources["train"].memory == "16GB"
     assert all(not r.gpu_count for s, r in resources.items() if s != "train")
 
 
-def kfp_resources(resource_settings, accelerator: str | None) -> dict:
-    """The KFP 2 resources of a task after ZenML's Kubeflow orchestrator has configured it."""
+def kfp_resources(resource_settings, accelerator: str | None, stock: bool = False) -> dict:
+    """The KFP 2 resources of a task after the audioflow_kubeflow orchestrator (or ZenML's stock
+    Kubeflow orchestrator) has configured it."""
     import tempfile
 
     from kfp import compiler, dsl
     from zenml.integrations.kubeflow.orchestrators.kubeflow_orchestrator import KubeflowOrchestrator
+
+    from pipelines.zenml_kubeflow import AudioflowKubeflowOrchestrator
+
+    orchestrator = KubeflowOrchestrator if stock else AudioflowKubeflowOrchestrator
 
     @dsl.container_component
     def step():
@@ -145,7 +151,7 @@ def kfp_resources(resource_settings, accelerator: str | None) -> dict:
     def pipeline():
         task = step()
         constraint = ("accelerator", accelerator) if accelerator else None
-        KubeflowOrchestrator._configure_container_resources(None, task, resource_settings, constraint)
+        orchestrator._configure_container_resources(None, task, resource_settings, constraint)
 
     with tempfile.TemporaryDirectory() as d:
         compiler.Compiler().compile(pipeline, f"{d}/p.yaml")
@@ -153,13 +159,23 @@ def kfp_resources(resource_settings, accelerator: str | None) -> dict:
     return spec["deploymentSpec"]["executors"]["exec-step"]["container"].get("resources", {})
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="ZenML 0.98 hands KFP the memory limit as a float (GB) and KFP 2 requires a "
-                          "string; when this passes, add `memory` to the train step in configs/kubeflow.yaml")
-def test_zenml_can_pass_a_memory_limit_to_kfp():
+def test_the_flavor_passes_memory_to_kfp_as_a_quantity():
     from zenml.config import ResourceSettings
 
-    assert kfp_resources(ResourceSettings(memory="16GB"), None)["memoryLimit"]
+    got = kfp_resources(ResourceSettings(memory="16GB", cpu_count=4), None)
+    assert got["resourceMemoryLimit"] == got["resourceMemoryRequest"] == "16G", got
+
+
+def test_stock_zenml_still_has_both_defects():
+    """Why pipelines/zenml_kubeflow.py exists. When this fails, ZenML has fixed them: register
+    the stock `kubeflow` flavor in the README and drop the module."""
+    from zenml.config import ResourceSettings
+    from zenml.integrations.kubeflow.flavors.kubeflow_orchestrator_flavor import KubeflowOrchestratorSettings
+
+    stock = KubeflowOrchestratorSettings(pod_settings={"node_selectors": {"accelerator": "nvidia.com/gpu"}})
+    assert stock.pod_settings.node_selectors == {}  # the GPU's node selector is lost
+    with pytest.raises(TypeError):
+        kfp_resources(ResourceSettings(memory="16GB"), None, stock=True)
 
 
 # --- the README's commands, for real ----------------------------------------------------------
@@ -176,7 +192,8 @@ def test_readme_block_registers_a_kubeflow_stack_then_runs_the_config():
     assert all(c.startswith("uv run zenml ") for c in commands)
     assert commands[-1] == RUN_COMMAND
     joined = "\n".join(commands)
-    for flavor in ("orchestrator register kubeflow -f kubeflow", "artifact-store register s3_store -f s3",
+    for flavor in ("orchestrator flavor register pipelines.zenml_kubeflow.AudioflowKubeflowOrchestratorFlavor",
+                   "orchestrator register kubeflow -f audioflow_kubeflow", "artifact-store register s3_store -f s3",
                    "container-registry register", "image-builder register"):
         assert flavor in joined
 
@@ -290,7 +307,7 @@ def registered(tmp_path_factory) -> dict:
 @pytest.mark.slow
 def test_readme_commands_register_a_valid_kubeflow_stack(registered: dict):
     assert registered["stack"] == "kubeflow"
-    assert registered["flavors"].items() >= {"orchestrator": "kubeflow", "artifact_store": "s3",
+    assert registered["flavors"].items() >= {"orchestrator": "audioflow_kubeflow", "artifact_store": "s3",
                                              "container_registry": "default", "image_builder": "local"}.items()
     assert registered["s3_credentials"] == [True, True]  # the secret is there and has both keys
     assert registered["left_in_tmp"] == []
@@ -302,7 +319,7 @@ def test_pipeline_compiles_for_kubeflow_with_the_config(registered: dict):
     assert "Ignoring invalid setting" not in registered["log"]
     assert all(e == {"AUDIOFLOW_PARAMS": "/app/code/params.yaml"} for e in registered["environment"].values())
     res = registered["resources"]
-    assert res["train"] == {"cpu_count": 4.0, "gpu_count": 1, "memory": None}
+    assert res["train"] == {"cpu_count": 4.0, "gpu_count": 1, "memory": "16GB"}
     assert all(r == {"cpu_count": None, "gpu_count": None, "memory": None} for s, r in res.items() if s != "train")
 
 
@@ -326,11 +343,12 @@ def test_train_step_gets_its_cpus_on_kubeflow(registered: dict):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="ZenML 0.98's KubeflowOrchestratorSettings validator replaces pod_settings with an "
-                          "empty one, so the accelerator node selector, and with it the GPU request, never "
-                          "reaches KFP; when this passes, drop the caveat in the README")
 def test_train_step_gets_a_gpu_on_kubeflow(registered: dict):
     assert registered["train_node_selectors"] == {"accelerator": "nvidia.com/gpu"}
     accelerator = registered["train_kfp"]["accelerator"]
     assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
+
+
+@pytest.mark.slow
+def test_train_step_gets_its_memory_on_kubeflow(registered: dict):
+    assert registered["train_kfp"]["resourceMemoryLimit"] == registered["train_kfp"]["resourceMemoryRequest"] == "16G"
