@@ -132,8 +132,24 @@ def _to_onnx(module: WaveformClassifier, spec: FeatureSpec, opset: int,
     return proto
 
 
+def _strip_debug_info(graph: onnx.GraphProto) -> None:
+    """Drop the exporter's per-node debug metadata (stack traces with this checkout's absolute
+    paths, FX node dumps): the model's bytes then depend on the model, not on where it was built."""
+    for node in graph.node:
+        del node.metadata_props[:]
+        for attr in node.attribute:
+            if attr.g.node:
+                _strip_debug_info(attr.g)
+            for sub in attr.graphs:
+                _strip_debug_info(sub)
+
+
 def _write_model(proto: onnx.ModelProto, metadata: dict[str, str], out_path: Path) -> None:
     """Attach metadata, validate, and write one self-contained file."""
+    _strip_debug_info(proto.graph)
+    for function in proto.functions:
+        for node in function.node:
+            del node.metadata_props[:]
     del proto.metadata_props[:]
     for key in sorted(metadata):
         entry = proto.metadata_props.add()

@@ -289,3 +289,13 @@ def test_predict_cli_csv_top_k_timeline_and_exit_code(exported, tmp_path):
     assert len(windows) == json.loads(subprocess.run([*cli, str(root / "c5" / "clip5.wav")], capture_output=True,
                                                      text=True, timeout=120).stdout)["n_windows"] > 1
     assert float(windows[1]["start_s"]) == HOP / SR
+
+
+def test_the_model_file_holds_no_path_of_this_machine(exported):
+    """No stack traces or other debug metadata: the bytes depend on the model, not on where the
+    checkout lives (a clone under /tmp must not put temporary paths into an artifact)."""
+    path, _ = exported
+    model = onnx.load(str(path))
+    assert all(not n.metadata_props for n in model.graph.node)
+    blob = path.read_bytes()
+    assert str(Path(__file__).resolve().parents[1]).encode() not in blob and b"site-packages" not in blob
