@@ -43,7 +43,7 @@ def say(msg: str) -> None:
 def _overrides(args) -> dict:
     import yaml
 
-    overrides = {}
+    overrides = {"export.int8": True} if getattr(args, "int8", False) else {}
     for item in getattr(args, "set", None) or []:
         key, sep, value = item.partition("=")
         if not sep or "." not in key:
@@ -89,8 +89,17 @@ DONE = {
                         f"{len(r.history)} epochs in {r.seconds:.1f}s on {r.device}"),
     "evaluate": lambda m, _: f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on {m['n']} recordings",
     "export": lambda r, lay: (f"{lay.onnx} ({r.get('size_bytes', 0) / 1e6:.2f} MB), ONNX Runtime vs PyTorch "
-                         f"max |diff| {r.get('max_abs_diff', float('nan')):.2e}"),
+                         f"max |diff| {r.get('max_abs_diff', float('nan')):.2e}" + _int8_line(r.get("int8"), lay)),
 }
+
+
+def _int8_line(q: dict | None, lay) -> str:
+    if not q:
+        return ""
+    verdict = "within" if q["within_target"] else "MISSES"
+    return (f"\nexport: INT8 {lay.path('onnx_model') / 'model.int8.onnx'} ({q['size_bytes'] / 1e6:.2f} MB): "
+            f"test macro-F1 {q['test_macro_f1_fp32']:.4f} FP32 vs {q['test_macro_f1_int8']:.4f} INT8, drop "
+            f"{q['macro_f1_drop']:+.4f} ({verdict} the {q['max_drop']} target)")
 
 
 def cmd_stage(args) -> int:
@@ -351,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "is always published to OUTPUTS/validation_report.html")
         else:
             p = sub.add_parser(name, parents=[common], help=stage.help, description=_stage_description(stage))
+        if name == "export":
+            p.add_argument("--int8", action="store_true",
+                           help="also write model.int8.onnx (INT8 classifier, float front-end, calibrated on the "
+                                "val split) and compare test macro-F1 with FP32 (= --set export.int8=true)")
         p.set_defaults(fn=_command(name))
 
     p = sub.add_parser("run", parents=[common], help="run every stage and print a summary")

@@ -109,6 +109,10 @@ class EvaluateConfig(_Section):
 class ExportConfig(_Section):
     opset: int = Field(18, ge=18)  # torch 2.11 dynamo export builds opset-18 graphs
     atol: float = Field(1e-4, gt=0)  # ONNX Runtime vs PyTorch, on held-out audio
+    # Also write model.int8.onnx (INT8 classifier, float front-end, calibrated on the val split)
+    # and report the test-split macro-F1 of both models; `audioflow export --int8` sets it.
+    int8: bool = False
+    int8_max_drop: float = Field(0.01, ge=0)  # macro-F1 FP32 - INT8 beyond this is reported as a miss
 
 
 class Params(_Section):

@@ -303,8 +303,9 @@ def png_page(path: Path, title: str) -> str:
     return f'<h3>{t}</h3><img alt="{t}" src="data:image/png;base64,{data}"/>'
 
 
-def heldout_windows(dataset: Path, split: Path, spec, limit: int = 32) -> list[np.ndarray]:
-    """Windows of test recordings, for the export-time ONNX Runtime parity check."""
+def heldout_windows(dataset: Path, split: Path, spec, limit: int = 32, part: str = "test") -> list[np.ndarray]:
+    """Windows of the recordings of one split part: test audio for the export-time ONNX Runtime
+    parity check, validation audio to calibrate INT8 (the test split judges it)."""
     from audioflow import audio
     from audioflow import split as _split
     from audioflow.manifest import Dataset
@@ -312,7 +313,7 @@ def heldout_windows(dataset: Path, split: Path, spec, limit: int = 32) -> list[n
     ds = Dataset.load(dataset)
     table = _split.load(split)
     windows: list[np.ndarray] = []
-    for rel in table.loc[table["split"] == "test", "path"]:
+    for rel in table.loc[table["split"] == part, "path"]:
         signal = audio.load(ds.location(rel), spec.sample_rate)
         windows.extend(audio.frame_windows(signal, spec.window_samples, spec.window_hop_samples))
         if len(windows) >= limit:
@@ -336,10 +337,31 @@ def export(params: Params, trained_model: Path, dataset: Path, split: Path, out:
         report = export_onnx(model_dir, tmp / "model.onnx", check_audio=check, opset=params.export.opset,
                              atol=params.export.atol)
         report["path"] = "model.onnx"  # relative to the stage folder: no temporary path recorded
+        if params.export.int8:
+            report["int8"] = _int8(params, tmp, dataset, split, meta.spec)
         (tmp / "export.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         _write_params(params, "export", tmp)
     publish("export", out, publish_to)
     return report
+
+
+def _int8(params: Params, folder: Path, dataset: Path, split: Path, spec) -> dict:
+    """``folder/model.int8.onnx`` and the test-split macro-F1 of both models, side by side."""
+    from audioflow import split as _split
+    from audioflow.manifest import Dataset
+    from audioflow.quantize import quantize_int8, test_split_scores
+
+    info = quantize_int8(folder / "model.onnx", folder / "model.int8.onnx",
+                         heldout_windows(dataset, split, spec, limit=256, part="val"))
+    ds, table = Dataset.load(dataset), _split.load(split)
+    test = [(ds.location(r.path), r.label) for r in table[table["split"] == "test"].itertuples()]
+    f1_fp32, fp32 = test_split_scores(folder / "model.onnx", test)
+    f1_int8, int8 = test_split_scores(folder / "model.int8.onnx", test)
+    drop = f1_fp32 - f1_int8
+    return info | {"test_macro_f1_fp32": round(f1_fp32, 6), "test_macro_f1_int8": round(f1_int8, 6),
+                   "macro_f1_drop": round(drop, 6), "max_drop": params.export.int8_max_drop,
+                   "within_target": drop <= params.export.int8_max_drop, "n_test_recordings": len(test),
+                   "same_label_fraction": round(sum(a == b for a, b in zip(fp32, int8)) / max(len(test), 1), 6)}
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:

@@ -133,3 +133,21 @@ def test_stage_costs_smoke(tiny_recordings: Path, tmp_path: Path):
     for stage, v in r["stages"].items():
         assert v["wall_s"] > 0 and v["ms_per_recording"] > 0, stage
     assert r["stages"]["decode (baseline)"]["x_decode"] == 1.0
+
+
+def test_inference_speed_smoke(tmp_path: Path):
+    result = tmp_path / "speed.json"
+    out = run_benchmark("inference_speed", "--repeats", "3", "--requests", "24", "--channels", "4", "8",
+                        "--threads", "1", "--sample-rate", "8000", "--json", result, tmp_path=tmp_path)
+    for line in ("inference speed: 1-s clips at 8000 Hz", "eager", "ort_fp32", "ort_int8",
+                 "targets at 1 thread", "profile fp32: front-end", "serve (24 requests"):
+        assert line in out, line
+    r = json.loads(result.read_text())
+    assert r["benchmark"] == "inference_speed" and list(r["threads"]) == ["1"]
+    row = r["threads"]["1"]
+    for engine in ("eager", "ort_fp32", "ort_int8"):
+        assert row["batch1_ms"][engine] > 0 and row["batch64_clips_per_s"][engine] > 0
+    assert r["size_bytes"]["int8"] < r["size_bytes"]["fp32"]
+    for q in ("fp32", "int8"):
+        assert abs(r["profile"][q]["front_end_share"] + r["profile"][q]["classifier_share"] - 1) < 1e-6
+        assert r["serve_rps"][q] > 0

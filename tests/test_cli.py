@@ -62,6 +62,18 @@ def test_run_all_stages_then_predict(tmp_path: Path):
         assert x["label"] in metrics["per_class"]
         assert abs(sum(x["probabilities"].values()) - 1) < 1e-5
 
+    # INT8 on request: its own file beside the FP32 one, judged on the same test recordings.
+    q = audioflow("export", "-q", "--int8", "--set", "features.window_s=1.5", "--set", "model.channels=[8,16]",
+                  cwd=tmp_path)
+    report = json.loads((tmp_path / "artifacts/export/export.json").read_text())["int8"]
+    assert (tmp_path / "artifacts/export/model.int8.onnx").stat().st_size == report["size_bytes"] > 0
+    assert report["n_test_recordings"] == metrics["n"] and report["n_calibration_windows"] > 0
+    assert report["macro_f1_drop"] == pytest.approx(report["test_macro_f1_fp32"] - report["test_macro_f1_int8"],
+                                                    abs=2e-6)
+    assert f"{report['test_macro_f1_int8']:.4f} INT8" in q.stderr
+    pr = audioflow("predict", str(tmp_path / "artifacts/export/model.int8.onnx"), str(rec[0]), cwd=tmp_path)
+    assert json.loads(pr.stdout)["label"] in metrics["per_class"]
+
 
 def test_validate_dir_lists_every_problem(tmp_path: Path):
     data = tmp_path / "d"

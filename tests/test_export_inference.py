@@ -299,3 +299,34 @@ def test_the_model_file_holds_no_path_of_this_machine(exported):
     assert all(not n.metadata_props for n in model.graph.node)
     blob = path.read_bytes()
     assert str(Path(__file__).resolve().parents[1]).encode() not in blob and b"site-packages" not in blob
+
+
+def test_int8_model_keeps_the_front_end_in_float_and_the_metadata(exported, tmp_path):
+    from audioflow.quantize import frontend_nodes, quantize_int8
+
+    fp32_path = exported[0]
+    calibration = [sine(WINDOW, f) + noise((WINDOW,), seed=i) for i, f in enumerate(range(200, 1800, 100))]
+    info = quantize_int8(fp32_path, tmp_path / "model.int8.onnx", calibration)
+    int8 = onnx.load(str(tmp_path / "model.int8.onnx"))
+    onnx.checker.check_model(int8)
+    assert info["n_calibration_windows"] == len(calibration) and info["quantize_nodes"] > 0
+    assert info["front_end_nodes_in_float"] == len(frontend_nodes(onnx.load(str(fp32_path))))
+    # Nothing is quantized before the first convolution: STFT, mel and log run in float.
+    ops = [n.op_type for n in int8.graph.node]
+    assert "QuantizeLinear" not in ops[: ops.index("Conv") - 2] and "STFT" in ops
+    assert {"Conv", "DequantizeLinear", "QuantizeLinear"} <= set(ops)
+    meta = {p.key: p.value for p in int8.metadata_props}
+    assert json.loads(meta["labels"]) == LABELS and meta["quantization"].startswith("int8")
+    fp32, q = Predictor(fp32_path), Predictor(tmp_path / "model.int8.onnx")
+    clip = sine(3 * WINDOW, 650) + noise((3 * WINDOW,), seed=9)
+    a, b = fp32.predict_waveform(clip), q.predict_waveform(clip)
+    assert a.n_windows == b.n_windows
+    assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in LABELS) < 0.1
+
+
+def test_int8_needs_calibration_audio(exported, tmp_path):
+    from audioflow.quantize import QuantizationError, quantize_int8
+
+    with pytest.raises(QuantizationError, match="no calibration audio"):
+        quantize_int8(exported[0], tmp_path / "x.onnx", [])
+    assert not (tmp_path / "x.onnx").exists()
