@@ -26,7 +26,7 @@ from torch import nn
 import audioflow
 from audioflow.checkpoint import ModelMeta, load_model
 from audioflow.errors import AudioflowError
-from audioflow.features import FeatureSpec, LogMel, scratch_compiler_cache
+from audioflow.features import LOG_FLOOR, FeatureSpec, LogMel, scratch_compiler_cache
 
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "logits"
@@ -57,6 +57,37 @@ class WaveformClassifier(nn.Module):
         """Load a saved model folder and put its own front-end in front of it (eval mode)."""
         model, meta = load_model(model_dir, device="cpu")
         return cls(meta.spec.front_end(), model).eval(), meta
+
+
+class ConvLogMel(nn.Module):
+    """The same log-mel as ``LogMel``, with its STFT written as one strided Conv1d whose kernels
+    are the window times the DFT's cosines and sines (ONNX Runtime's STFT kernel is slow; its
+    convolutions are not). Only the export uses it; the parity check compares the exported
+    graph with the original ``LogMel`` model."""
+
+    def __init__(self, front_end: LogMel):
+        super().__init__()
+        stft = front_end.stft
+        n_fft, win = stft.n_fft, stft.win_length
+        left = (n_fft - win) // 2  # torch.stft centres a shorter window in the n_fft frame
+        # Only the window's own samples: outside it the frame is multiplied by zero anyway.
+        n = torch.arange(left, left + win, dtype=torch.float64)[None, :]
+        k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+        angle = 2 * torch.pi * k * n / n_fft
+        window = stft.window.detach().double()
+        basis = torch.cat([window * torch.cos(angle), -window * torch.sin(angle)])[:, None, :]
+        self.register_buffer("basis", basis.float())
+        self.register_buffer("fb", front_end.mel.fb.detach().clone())
+        # center=True pads n_fft // 2 zeros on each side; the trimmed kernel starts `left` later.
+        self.pad = (n_fft // 2 - left, win - (n_fft // 2 - left))
+        self.hop, self.bins = stft.hop_length, n_fft // 2 + 1
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(waveform.unsqueeze(1), self.pad)
+        y = nn.functional.conv1d(x, self.basis, stride=self.hop)
+        power = y[:, : self.bins].square() + y[:, self.bins :].square()
+        mel = torch.matmul(power.transpose(1, 2), self.fb).transpose(1, 2)
+        return 10.0 * torch.log10(torch.clamp(mel, min=LOG_FLOOR))
 
 
 def sample_bounds(spec: FeatureSpec) -> tuple[int, int]:
@@ -231,7 +262,8 @@ def export_onnx(model_dir: str | Path, out_path: str | Path,
     module, meta = WaveformClassifier.from_model_dir(model_dir)
     batches = check_batches(meta.spec, check_audio)  # validate inputs before the slow export
     caught: list[str] = []
-    proto = _to_onnx(module, meta.spec, opset, caught)
+    graph = WaveformClassifier(ConvLogMel(module.front_end), module.classifier).eval()
+    proto = _to_onnx(graph, meta.spec, opset, caught)
     # Only a model that passed onnx.checker and the parity check reaches ``out``: a failed
     # export leaves the previous file (or none), never an unverified one that looks valid.
     tmp = out.with_name(f".{out.name}.unverified")

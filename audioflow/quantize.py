@@ -1,10 +1,11 @@
 """INT8 models: static (QDQ) quantization of the classifier with ONNX Runtime's quantizer.
 
-The exported graph is waveform -> log-mel front-end -> CNN. Quantizing the front-end would put
-the STFT's power spectrum and the log through 8 bits, where the dynamic range of audio (quiet
-to loud, 60+ dB) does not fit; so everything before the first convolution stays in float, and
-the convolutions and the final linear layer get INT8 weights (per channel) and INT8 activations
-calibrated on validation audio (never on the test split, which judges the result).
+The exported graph is waveform -> log-mel front-end (a DFT convolution, power, mel, log) -> CNN.
+Quantizing the front-end would put the waveform, the power spectrum and the log through 8 bits,
+where the dynamic range of audio (quiet to loud, 60+ dB) does not fit; so everything up to the
+log stays in float, and the CNN's convolutions and final linear layer get INT8 weights (per
+channel) and INT8 activations calibrated on validation audio (never on the test split, which
+judges the result).
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ class QuantizationError(AudioflowError, RuntimeError):
 
 
 def frontend_nodes(model) -> list[str]:
-    """Names of the nodes before the first Conv (ONNX graphs are topologically sorted)."""
-    names = []
+    """Names of the front-end's nodes: everything up to the first Conv after the log of the
+    log-mel (the front-end's own STFT is a Conv too; ONNX graphs are topologically sorted)."""
+    names, seen_log = [], False
     for node in model.graph.node:
-        if node.op_type == "Conv":
+        if node.op_type == "Conv" and seen_log:
             return names
+        seen_log = seen_log or node.op_type == "Log"
         names.append(node.name)
-    raise QuantizationError("the model has no Conv node: nothing to quantize after the front-end")
+    raise QuantizationError("no Conv after the log-mel front-end: nothing to quantize in the classifier")
 
 
 def _named(model):
