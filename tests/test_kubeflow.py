@@ -228,14 +228,20 @@ def test_a_retried_train_pod_resumes_from_the_checkpoint_root(tone_dataset: Path
     stored = root / "store" / "run-1" / stages.checkpoint_key(params, root / "features", root / "split")
 
     def pod(name: str, kill_after: int) -> subprocess.CompletedProcess:
+        # Each pod's own temporary directory: a SIGKILLed process cannot clean up after itself
+        # (in a cluster its /tmp goes with the pod; here it goes with tmp_path).
+        scratch = tmp_path / f"{name}-tmp"
+        scratch.mkdir()
         return subprocess.run([sys.executable, "-c", TRAIN_POD, str(root), str(tmp_path / name), str(kill_after)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+                              cwd=ROOT, capture_output=True, text=True, timeout=600,
+                              env=os.environ | {"TMPDIR": str(scratch)})
 
     first = pod("pod-1", kill_after=2)
     assert first.returncode == -9, first.stderr[-3000:]
     assert (stored / "last.pt").is_file() and not (stored / "last.pt.partial").exists()
     retry = pod("pod-2", kill_after=0)
     assert retry.returncode == 0, retry.stderr[-3000:]
+    assert list((tmp_path / "pod-2-tmp").iterdir()) == []  # a pod that finishes leaves nothing
     summary = json.loads((tmp_path / "pod-2/model/train.json").read_text())
     assert summary["resumed_from_epoch"] == 2 and summary["epochs_run"] == 4
     assert not stored.exists()  # a finished run leaves nothing to resume
