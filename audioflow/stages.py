@@ -247,6 +247,20 @@ def checkpoint_key(params: Params, features: Path, split: Path) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
+def checkpoint_store(root: str, run: str, params: Params, features: Path, split: Path, local: Path):
+    """The training checkpoint ``local/last.pt`` mirrored in ``<root>/<run>/<checkpoint_key>``
+    (object storage, a folder: anything fsspec opens), where a retry of the same run finds it;
+    with an empty ``root``, nothing is mirrored (yields None). See ``storage.mirrored_checkpoint``."""
+    from contextlib import nullcontext
+
+    from audioflow.storage import FsspecFolder, mirrored_checkpoint
+
+    if not root:
+        return nullcontext(None)
+    key = checkpoint_key(params, features, split)
+    return mirrored_checkpoint(FsspecFolder(f"{root.rstrip('/')}/{run}/{key}"), local)
+
+
 class QualityGateError(AudioflowError, RuntimeError):
     pass
 

@@ -147,19 +147,13 @@ def split(dataset: Input[Dataset], sections: str, split: Output[Dataset]):
 def train(features: Input[Dataset], split: Input[Dataset], sections: str, trained_model: Output[Model],
           training_curves: Output[HTML], checkpoint_root: str = "", run_id: str = ""):
     """With ``checkpoint_root`` (object storage) a retried pod resumes from the last epoch."""
-    import contextlib
     from pathlib import Path
 
     from audioflow import stages
-    from audioflow.storage import FsspecFolder, mirrored_checkpoint
 
     params, out = stages.params_from_json(sections), Path(trained_model.path)
-    mirror = contextlib.nullcontext(None)
-    if checkpoint_root:  # <root>/<run>/<what the checkpoint belongs to>: a retry of this task finds it
-        key = stages.checkpoint_key(params, Path(features.path), Path(split.path))
-        mirror = mirrored_checkpoint(FsspecFolder(f"{checkpoint_root.rstrip('/')}/{run_id}/{key}"),
-                                     out / "checkpoint")
-    with mirror as upload:
+    with stages.checkpoint_store(checkpoint_root, run_id, params, Path(features.path), Path(split.path),
+                                 out / "checkpoint") as upload:
         stages.train(params, Path(features.path), Path(split.path), out, progress=False, on_checkpoint=upload)
     Path(training_curves.path).write_text(stages.png_page(out / "training_curves.png", "Training curves"))
 
