@@ -23,13 +23,20 @@ help:  ## list the targets
 
 setup: .venv/.synced  ## install uv if needed and sync the locked environment
 
+# Azurite, the Azure Blob Storage emulator the az:// tests start (tools/azurite/package-lock.json).
+# Without Node.js those tests skip and say why.
+tools/azurite/node_modules/.installed: tools/azurite/package.json tools/azurite/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix tools/azurite --no-audit --no-fund --ignore-scripts --loglevel=error && touch $@; \
+	else echo "npm not found: the az:// tests (Azurite) will be skipped"; fi
+
 demo: setup  ## run the ZenML pipeline on the built-in demo dataset, then classify one recording
 	$(RUN) python -m pipelines.run --demo-data
 	@rec=$$(sed -n 2p outputs/predictions.csv | cut -d, -f1); \
 	  echo; echo "$$ audioflow predict outputs/model.onnx data/$$rec"; \
 	  $(RUN) audioflow predict outputs/model.onnx "data/$$rec"
 
-test: setup  ## lint, then run the test suite
+test: setup tools/azurite/node_modules/.installed  ## lint, then run the test suite
 	$(RUN) ruff check audioflow steps pipelines tests benchmarks
 	$(RUN) hadolint docker/Dockerfile*
 	$(RUN) pytest $(PYTEST_ARGS)

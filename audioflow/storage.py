@@ -2,9 +2,12 @@
 
 The data root is kept exactly as configured (a relative path stays relative, a URL stays a
 URL) and recorded that way, so no artifact refers to one machine's folders. Credentials and
-endpoints come from each filesystem's standard configuration; for S3 that is botocore's:
-``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``,
-``AWS_PROFILE``. fsspec is imported only for URLs: local folders take the plain ``pathlib`` path.
+endpoints come from each filesystem's standard configuration: botocore's for S3
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``,
+``AWS_PROFILE``), Google's Application Default Credentials and ``STORAGE_EMULATOR_HOST`` for
+``gs://`` (gcsfs), ``AZURE_STORAGE_CONNECTION_STRING`` or ``AZURE_STORAGE_ACCOUNT_NAME`` with a
+key, SAS token or azure-identity credential for ``az://`` (adlfs). fsspec is imported only for
+URLs: local folders take the plain ``pathlib`` path.
 """
 
 from __future__ import annotations
