@@ -48,12 +48,14 @@ lint: setup  ## ruff, and hadolint on the Dockerfiles
 # Every benchmark in benchmarks/ (tests/test_benchmarks.py checks this list is complete):
 # featurize vs librosa on FSDD (~1 min; skips without ../shared/data/fsdd), three ZenML runs of
 # the demo pipeline in a temporary project (~3 min on 2 cores), per-stage costs on FSDD, then
-# PyTorch eager vs ONNX Runtime FP32/INT8 and the HTTP service (~2 min).
+# PyTorch eager vs ONNX Runtime FP32/INT8 and the HTTP service (~2 min), then the exported
+# front-end three ways (~30 s).
 bench: setup  ## every benchmark in benchmarks/, ~10 min (see docs/BENCHMARKS.md)
 	$(RUN) python -m benchmarks.featurize_vs_librosa
 	$(RUN) python -m benchmarks.zenml_runs
 	$(RUN) python -m benchmarks.stage_costs
 	$(RUN) python -m benchmarks.inference_speed
+	$(RUN) python -m benchmarks.front_end
 
 clean:  ## remove generated data, artifacts and outputs (not the environment)
 	rm -rf artifacts outputs

@@ -151,3 +151,20 @@ def test_inference_speed_smoke(tmp_path: Path):
     for q in ("fp32", "int8"):
         assert abs(r["profile"][q]["front_end_share"] + r["profile"][q]["classifier_share"] - 1) < 1e-6
         assert r["serve_rps"][q] > 0
+
+
+def test_front_end_smoke(tmp_path: Path):
+    result = tmp_path / "front_end.json"
+    out = run_benchmark("front_end", "--repeats", "2", "--sample-rate", "8000", "--json", result,
+                        tmp_path=tmp_path)
+    assert "front-end alone, 1-s clips at 8000 Hz" in out
+    r = json.loads(result.read_text())
+    assert set(r["variants"]) == {"stft_op", "dft_conv", "fft_2stage"}
+    for name, v in r["variants"].items():
+        assert name in out
+        # Every variant computes torchaudio's log-mel: the comparison is between equals.
+        assert v["max_abs_diff_db"] < 1e-2, (name, v["max_abs_diff_db"])
+        assert v["batch1_ms"] > 0 and v["batch64_clips_per_s"] > 0
+        assert 0 < v["profile_b64"]["compute_share"] <= 1
+    assert r["variants"]["dft_conv"]["b64_over_dft_conv"] == 1.0
+    assert r["variants"]["fft_2stage"]["macs_per_frame"] < r["variants"]["dft_conv"]["macs_per_frame"]
