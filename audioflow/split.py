@@ -43,10 +43,12 @@ def _carve(files: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     # that the held-out part still gets a group of every class.
     per_class = int(pd.Series(groups).groupby(files["label"].to_numpy()).nunique().min())
     n_splits = min(max(2, round(1 / fraction)), per_class if per_class >= 2 else n_groups)
+    # scikit-learn refuses more folds than the largest class has recordings.
+    n_splits = min(n_splits, int(files["label"].value_counts().max()))
     if n_splits < 2:
         raise SplitError(
-            f"cannot hold out {fraction:.0%} by group: only {n_groups} group(s); "
-            "add recordings or groups"
+            f"cannot hold out {fraction:.0%} by group: only {n_groups} group(s) and at most "
+            f"{int(files['label'].value_counts().max())} recording(s) per class; add recordings or groups"
         )
     with warnings.catch_warnings():
         # sklearn warns when a class has fewer groups than folds; we check coverage ourselves.

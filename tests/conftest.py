@@ -59,6 +59,24 @@ def s3_server(tmp_path_factory):
         yield server
 
 
+def pytest_configure(config):
+    """Hypothesis caches what it collects under ./.hypothesis, even with database=None: give it
+    a temporary home instead, removed when the session ends (each xdist worker has its own)."""
+    import tempfile
+
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    config._audioflow_hypothesis_home = tempfile.mkdtemp(prefix="audioflow-hypothesis-")
+    set_hypothesis_home_dir(config._audioflow_hypothesis_home)
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    if home := getattr(config, "_audioflow_hypothesis_home", None):
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _single_thread(monkeypatch):
     # Two cores are shared by the whole suite; keep tests from oversubscribing them.
