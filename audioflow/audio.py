@@ -192,3 +192,47 @@ def _decode_error(exc: Exception, name: str) -> str:
 def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:200]
+
+
+WAV_HEAD_BYTES = 1 << 16  # enough for the chunks before "data" in any ordinary WAV
+
+
+def head_and_size(path: str | Path) -> tuple[bytes, int]:
+    """The first ``WAV_HEAD_BYTES`` of a local file and its size: what ``wav_truncation`` reads."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        return f.read(WAV_HEAD_BYTES), p.stat().st_size
+
+
+def wav_truncation(head: bytes, size: int) -> str:
+    """Why a RIFF/WAVE file is cut short ("" when it is whole, or not a plain WAV).
+
+    libsndfile quietly decodes the frames a truncated WAV still holds, so a cut-off upload
+    reads as a shorter recording. The ``data`` chunk's declared size says how long it should
+    be. Sizes 0 and 0xFFFFFFFF (streamed WAVs whose writer never knew the length) and RF64
+    files (sizes in a ds64 chunk) are not judged.
+    """
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return ""
+    pos, block_align = 12, 0
+    while pos + 8 <= len(head):
+        chunk, declared = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"fmt " and pos + 22 <= len(head):
+            block_align = int.from_bytes(head[pos + 20:pos + 22], "little")
+        if chunk == b"data":
+            if declared in (0, 0xFFFFFFFF):
+                return ""
+            held = size - (pos + 8)
+            if held >= declared:
+                return ""
+            if block_align:
+                return (f"truncated: the WAV header promises {declared // block_align} frames, "
+                        f"the file holds {max(held, 0) // block_align} ({held} of {declared} data bytes)")
+            return f"truncated: the WAV header promises {declared} data bytes, the file holds {held}"
+        pos += 8 + declared + (declared & 1)  # chunks are padded to an even size
+    return ""
+
+
+def fetch(url: str) -> bytes:
+    """The bytes of an object in object storage (AudioError naming the URL if it cannot be had)."""
+    return _fetch(url)

@@ -138,21 +138,34 @@ def cmd_validate(args) -> int:
 
 
 def _validate(params, dataset: Path, out: Path, outputs: Path, quiet: bool) -> int:
+    """Every problem as ``path: reason`` on stdout (errors, then warnings), a per-class summary
+    table and the verdict on stderr; exit 1 when an error stands."""
     from audioflow import stages
-    from audioflow.validation import DataValidationError
+    from audioflow.validation import DataValidationError, summary_table
 
     report_html = outputs / "validation_report.html"
     try:
         report = stages.validate(params, dataset, out, publish_to=outputs, progress=not quiet)
     except DataValidationError as exc:
-        for path, reason in exc.problems:
-            print(f"{path}: {reason}")
-        say(f"validate: FAILED, {len(exc.problems)} problem(s); report: {report_html}")
+        for p in exc.problems:
+            print(p.line() if p.severity == "error" else f"{p.line()} (warning)")
+        if not quiet:
+            say(summary_table(exc.report))
+        errors = sum(p.severity == "error" for p in exc.problems)
+        say(f"validate: FAILED, {errors} error(s), {len(exc.problems) - errors} warning(s); report: {report_html}")
         return 1
-    n = report.summary.get("n_files", len(report.facts))
-    say(f"validate: {n} recordings passed; report: {report_html}")
-    for warning in report.summary.get("warnings", []):
-        say(f"validate: warning: {warning}")
+    left_out = set(report.quarantined)
+    for p in report.problems:
+        print(f"{p.line()} (warning)" if p.severity != "error" else
+              f"{p.line()} (left out)" if p.path in left_out else p.line())
+    if not quiet:
+        say(summary_table(report))
+    s = report.summary
+    dropped = f", {s['n_quarantined']} left out (quarantine.csv)" if s["n_quarantined"] else ""
+    say(f"validate: passed: {s['n_used']} of {s['n_listed']} listed recordings used{dropped}, "
+        f"{s['n_warnings']} warning(s); report: {report_html}")
+    for note in s.get("notes", []):
+        say(f"validate: note: {note}")
     return 0
 
 

@@ -30,21 +30,64 @@ class DataConfig(_Section):
     fold_column: str | None = None  # predefined split (train/val/test) for split.strategy=predefined
 
 
+# Every check validation runs, and how serious a failure is unless validate.severity says
+# otherwise: an error makes a recording unusable or the labels untrustworthy (the run stops,
+# or under on_error: quarantine the file is left out); a warning is a quality concern that
+# real collections commonly have (shown in the report and the summary; the run goes on).
+CHECK_SEVERITY: dict[str, str] = {
+    # the manifest
+    "manifest_entry": "error",  # empty path or label, path leaving the data root
+    "listed_twice": "error",  # one path on two manifest lines
+    "missing": "error",  # listed, not there
+    "unlisted": "warning",  # an audio file under the root that the manifest does not name
+    "label_allowed": "error",  # label outside validate.labels
+    "similar_labels": "error",  # 'Normal' and 'normal': one class under two names
+    # each recording
+    "readable": "error",  # empty, corrupt, not audio, NaN/Inf samples
+    "truncated": "error",  # the WAV header promises more frames than the file holds
+    "silence": "error",  # RMS below validate.silence_dbfs
+    "low_level": "warning",  # RMS below validate.low_level_dbfs
+    "clipping": "warning",  # more than validate.max_clipped_fraction of samples at full scale
+    "duration": "warning",  # outside validate.min_duration_s .. max_duration_s
+    "sample_rate": "warning",  # not in validate.sample_rates (resampled anyway)
+    "multichannel": "warning",  # more than one channel (mixed down to mono)
+    "channels": "error",  # more than validate.max_channels
+    # across recordings
+    "conflict": "error",  # identical content under two labels
+    "duplicate": "error",  # identical content twice under one label, in different split units
+    "group_labels": "warning",  # one group (patient, speaker) under several labels
+    "min_per_class": "error",  # a class too small for train/val/test once errors are left out
+    "n_classes": "error",  # fewer than two classes
+}
+Severity = Literal["error", "warning", "off"]
+
+
 class ValidateConfig(_Section):
     min_duration_s: float = Field(0.05, gt=0)  # shorter recordings hold no usable window
     max_duration_s: float = Field(3600.0, gt=0)  # longer ones are usually a wrong file
     sample_rates: list[int] = []  # allowed native rates in Hz; empty = any (we resample)
     max_channels: int = Field(8, ge=1)
     silence_dbfs: float = -60.0  # RMS below this (dB re full scale) counts as silent
+    low_level_dbfs: float = -45.0  # RMS below this (and above silence) is a low level
     max_clipped_fraction: float = Field(0.01, ge=0, le=1)  # samples at |x| >= 0.999
     min_per_class: int = Field(5, ge=1)  # fewer recordings cannot be split and evaluated
     labels: list[str] = []  # allowed labels; empty = whatever the manifest names
+    severity: dict[str, Severity] = {}  # check -> error | warning | off, over CHECK_SEVERITY
+    on_error: Literal["fail", "quarantine"] = "fail"  # quarantine: leave files with errors out
 
     @model_validator(mode="after")
     def _bounds(self) -> ValidateConfig:
         if self.min_duration_s >= self.max_duration_s:
             raise ValueError("validate.min_duration_s must be below validate.max_duration_s")
+        if self.low_level_dbfs < self.silence_dbfs:
+            raise ValueError("validate.low_level_dbfs must not be below validate.silence_dbfs")
+        unknown = sorted(set(self.severity) - set(CHECK_SEVERITY))
+        if unknown:
+            raise ValueError(f"validate.severity: unknown check(s) {unknown}; the checks are {sorted(CHECK_SEVERITY)}")
         return self
+
+    def severity_of(self, check: str) -> str:
+        return self.severity.get(check, CHECK_SEVERITY[check])
 
 
 class FeaturesConfig(_Section):

@@ -7,3 +7,7 @@ bug and keeps its traceback.
 
 class AudioflowError(Exception):
     pass
+
+
+class NotValidatedError(AudioflowError, FileNotFoundError):
+    """A stage that reads recordings was given a folder holding no passed validation."""

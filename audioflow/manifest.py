@@ -38,6 +38,10 @@ class Dataset:
     files: pd.DataFrame  # FILE_COLUMNS; path relative to root, POSIX separators
     fingerprint: str
     warnings: list[str] = field(default_factory=list)  # shown in the summary and the report
+    # What ingest found wrong with the listing itself, for validation to judge with the rest:
+    # {"path", "check", "reason"[, "line"]}; a path is a recording's or "manifest.csv:LINE".
+    problems: list[dict[str, str]] = field(default_factory=list)
+    n_listed: int | None = None  # manifest lines (or files found); None = len(files)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", DataRoot.of(self.root))
@@ -67,6 +71,8 @@ class Dataset:
             "per_label": {k: int(v) for k, v in self.files["label"].value_counts().sort_index().items()},
             "n_groups": self.n_groups,
             "warnings": list(self.warnings),
+            "n_listed": self.listed,
+            "problems": list(self.problems),
         }
         (out / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -76,7 +82,13 @@ class Dataset:
         meta = json.loads((d / "dataset.json").read_text())
         files = pd.read_csv(d / "files.csv", dtype=str, keep_default_na=False)
         files["bytes"] = files["bytes"].astype(int)
-        return cls(DataRoot(meta["root"]), files, meta["fingerprint"], list(meta.get("warnings", [])))
+        return cls(DataRoot(meta["root"]), files, meta["fingerprint"], list(meta.get("warnings", [])),
+                   list(meta.get("problems", [])), meta.get("n_listed"))
+
+    @property
+    def listed(self) -> int:
+        """Entries the listing named: manifest lines, or the files found in class folders."""
+        return len(self.files) if self.n_listed is None else self.n_listed
 
 
 def sha256_stream(f: IO[bytes], chunk: int = 1 << 20) -> str:
@@ -97,8 +109,11 @@ def fingerprint(files: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def read_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
-    """Rows of (path, label, group, fold) from the manifest or from class folders, plus warnings.
+def read_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, list[str], list[dict[str, str]]]:
+    """Rows of (path, label, group, fold) from the manifest or from class folders, plus
+    warnings and the problems of its lines (empty path or label, a path leaving the root, a
+    path listed twice: those rows are left out of the table, the first of a twice-listed path
+    stays and is judged by validation).
 
     A group or fold column that cannot be honoured is an error, except where the user asked
     for folder discovery (``manifest: null``): then it is a warning that the summary and the
@@ -109,7 +124,8 @@ def read_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
         raise ManifestError(f"data root {root} does not exist or is not a folder")
     manifest = root.location(cfg.manifest) if cfg.manifest else None
     if manifest is not None and root.is_file(cfg.manifest):
-        return _from_csv(root, cfg), []
+        df, problems = _from_csv(root, cfg)
+        return df, [], problems
     if manifest is not None and cfg.manifest != "manifest.csv":
         # A manifest the user named explicitly must exist; the default name may be absent.
         raise ManifestError(f"manifest {manifest} not found")
@@ -124,7 +140,7 @@ def read_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
         f"{' and '.join(unused)} ignored: data.manifest is null (class folders carry no groups "
         "or folds), so recordings of one group may land in different splits"
     ] if unused else []
-    return _from_folders(root), warnings
+    return _from_folders(root), warnings, []
 
 
 def _unhonoured_columns(cfg: DataConfig) -> list[str]:
@@ -157,7 +173,7 @@ def columns_for_folder(cfg: DataConfig) -> tuple[DataConfig, list[str]]:
     return cfg.model_copy(update=update), notes
 
 
-def _from_csv(root: DataRoot, cfg: DataConfig) -> pd.DataFrame:
+def _from_csv(root: DataRoot, cfg: DataConfig) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     manifest = root.location(cfg.manifest)
     with root.open(cfg.manifest) as f:
         df = pd.read_csv(f, dtype=str, keep_default_na=False)
@@ -171,31 +187,50 @@ def _from_csv(root: DataRoot, cfg: DataConfig) -> pd.DataFrame:
         raise ManifestError(
             f"{manifest}: column(s) not found: {', '.join(missing)}; it has {list(df.columns)}"
         )
+    if df.empty:
+        raise ManifestError(f"{manifest}: no recordings listed")
     out = pd.DataFrame(
         {
-            "path": df[cfg.path_column].str.strip().str.replace("\\", "/", regex=False),
+            "path": df[cfg.path_column].str.strip().str.replace("\\", "/", regex=False).map(_normal),
             "label": df[cfg.label_column].str.strip(),
             "group": df[cfg.group_column].str.strip() if cfg.group_column else "",
             "fold": df[cfg.fold_column].str.strip().str.lower() if cfg.fold_column else "",
         }
     )
-    problems = []
-    for i, row in out.iterrows():
+    name = PurePosixPath(cfg.manifest).name
+    problems, keep = [], []
+    first_line: dict[str, int] = {}
+    for i, row in enumerate(out.itertuples(index=False)):
         line = i + 2  # header is line 1
-        if not row["path"]:
-            problems.append(f"{manifest}:{line}: empty path")
-        elif not inside_root(row["path"]):
-            problems.append(f"{manifest}:{line}: {row['path']}: path leaves the data root "
-                            "(absolute or '..'); paths are relative to the manifest's folder")
-        elif not row["label"]:
-            problems.append(f"{manifest}:{line}: {row['path']}: empty label")
-    dup = out["path"][out["path"].duplicated()].unique().tolist()
-    problems += [f"{manifest}: {p}: listed more than once" for p in dup]
-    if problems:
-        raise ManifestError("manifest problems:\n" + "\n".join(problems))
-    if out.empty:
-        raise ManifestError(f"{manifest}: no recordings listed")
-    return out
+        where = f"{cfg.manifest}:{line}"
+        if not row.path:
+            problems.append(_problem(where, "manifest_entry", "empty path", line))
+        elif not inside_root(row.path):
+            problems.append(_problem(where, "manifest_entry", f"{row.path}: path leaves the data root "
+                                     "(absolute or '..'); paths are relative to the manifest's folder", line))
+        elif not row.label:
+            problems.append(_problem(where, "manifest_entry", f"{row.path}: empty label", line))
+        elif row.path in first_line:
+            first = first_line[row.path]
+            problems.append(_problem(where, "listed_twice", f"{row.path} listed again (first on line {first})",
+                                     line))
+            if (first_label := out["label"].iloc[first - 2]) != row.label:
+                problems.append(_problem(row.path, "listed_twice", f"listed under two labels in {name}: "
+                                         f"{first_label!r} (line {first}) and {row.label!r} (line {line})"))
+        else:
+            first_line[row.path] = line
+            keep.append(i)
+    return out.iloc[keep].reset_index(drop=True), problems
+
+
+def _problem(path: str, check: str, reason: str, line: int | None = None) -> dict:
+    """A listing problem; ``line``: the manifest line it left out (counted as listed, not used)."""
+    return {"path": path, "check": check, "reason": reason} | ({"line": line} if line else {})
+
+
+def _normal(rel: str) -> str:
+    """``./a//b.wav`` -> ``a/b.wav``: one spelling per file (absolute and '..' are judged later)."""
+    return PurePosixPath(rel).as_posix() if rel else rel
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -230,24 +265,45 @@ def _from_folders(root: DataRoot) -> pd.DataFrame:
     return df
 
 
+def unlisted_files(root: DataRoot, listed: set[str]) -> list[str]:
+    """Audio files under ``root`` (outside hidden folders) that the manifest does not name."""
+    if (local := root.local) is not None:
+        found = (f.relative_to(local).as_posix() for f in local.rglob("*")
+                 if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
+    else:
+        found = iter(root.files())
+    return sorted(rel for rel in found if rel not in listed and PurePosixPath(rel).suffix.lower() in AUDIO_SUFFIXES
+                  and not any(part.startswith(".") for part in PurePosixPath(rel).parts))
+
+
 def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
-    """Read the manifest (or folders) and hash every file's content."""
+    """Read the manifest (or folders) and hash every file's content.
+
+    Problems of the listing (bad lines, missing or unlisted files) do not stop it: they are
+    kept in ``Dataset.problems`` for validation to report together with everything else.
+    """
     from tqdm import tqdm
 
     # Kept as configured (relative to the working directory when it is relative, a URL as
     # written), so stage outputs stay valid in another checkout or pod of the same project.
     root = DataRoot(cfg.root)
-    df, warnings = read_manifest(cfg)
+    df, warnings, problems = read_manifest(cfg)
+    n_listed = len(df) + sum("line" in p for p in problems)  # + the lines left out
     sizes = root.sizes(df["path"])
     missing = [p for p in df["path"] if p not in sizes]
-    if missing:
-        shown = "\n".join(f"{root.location(p)}: file not found" for p in missing[:50])
-        more = f"\n... and {len(missing) - 50} more" if len(missing) > 50 else ""
-        raise ManifestError(f"{len(missing)} recording(s) listed but missing:\n{shown}{more}")
+    problems += [_problem(p, "missing", "file not found") for p in missing]
+    if cfg.manifest and len(df):  # class folders list every file there is
+        name = PurePosixPath(cfg.manifest).name
+        problems += [_problem(p, "unlisted", f"audio file under the data root that {name} does not list")
+                     for p in unlisted_files(root, set(df["path"]))]
+    df = df[~df["path"].isin(missing)]
+    if df.empty:
+        shown = "\n".join(f"{p['path']}: {p['reason']}" for p in problems[:50])
+        raise ManifestError(f"{root}: no usable recordings listed\n{shown}".rstrip())
     hashes = []
     for p in tqdm(df["path"], desc="ingest: hashing", unit="file", disable=not progress, leave=False):
         with root.open(p) as f:  # the bytes, wherever they are: same content, same fingerprint
             hashes.append(sha256_stream(f))
     df = df.assign(sha256=hashes, bytes=[sizes[p] for p in df["path"]])[FILE_COLUMNS]
     df = df.sort_values("path", kind="stable").reset_index(drop=True)
-    return Dataset(root, df, fingerprint(df), warnings)
+    return Dataset(root, df, fingerprint(df), warnings, problems, n_listed)

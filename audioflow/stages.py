@@ -58,7 +58,8 @@ class Stage:
 
 EVALUATION_FILES = ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv")
 
-# In pipeline order. Nothing reads unvalidated data: featurize and split wait for validation.
+# In pipeline order. Nothing reads unvalidated data: featurize and split read the validation
+# folder, which exists only when validation passed, and leave out what it quarantined.
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("ingest", "find recordings and labels, hash their content",
           output="dataset", folder="ingest", sections=("data",)),
@@ -66,12 +67,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           output="validation", folder="validate", sections=("validate",), inputs=("dataset",),
           publishes=(("report.json", "validation_report.json"), ("report.html", "validation_report.html"))),
     Stage("featurize", "decode, resample, window and compute log-mel features",
-          output="features", folder="features", sections=("features",), inputs=("dataset",),
-          after=("validation",)),
+          output="features", folder="features", sections=("features",), inputs=("dataset", "validation")),
     # Groups and folds arrive through the ingest output; data.* says which columns they were.
     Stage("split", "stratified, group-aware train/val/test split",
-          output="split", folder="split", sections=("data", "split"), inputs=("dataset",),
-          after=("validation",)),
+          output="split", folder="split", sections=("data", "split"), inputs=("dataset", "validation")),
     Stage("train", "train the model, keep the best checkpoint (resumes after a crash)",
           output="trained_model", folder="train", sections=("model", "train"), inputs=("features", "split")),
     Stage("evaluate", "test-set metrics, confusion matrix (CSV + PNG), predictions",
@@ -168,6 +167,8 @@ def ingest(params: Params, out: Path, *, progress: bool = True, publish_to: Path
 
 def validate(params: Params, dataset: Path, out: Path, *, progress: bool = True, publish_to: Path | None = None):
     """Validate; write report.json/.html (and publish them, failed or not); raise if the data fails."""
+    import pandas as pd
+
     from audioflow.manifest import Dataset
     from audioflow.validation import validate as _validate
 
@@ -176,21 +177,45 @@ def validate(params: Params, dataset: Path, out: Path, *, progress: bool = True,
         report.to_json(tmp / "report.json")
         report.to_html(tmp / "report.html")
         report.facts.to_csv(tmp / "facts.csv", index=False)
+        reasons = {p.path: p.reason for p in reversed(report.errors)}
+        reasons |= {p.path: p.reason for p in reversed(report.problems) if p.path not in reasons}
+        pd.DataFrame({"path": report.quarantined, "reason": [reasons.get(q, "") for q in report.quarantined]}
+                     ).to_csv(tmp / "quarantine.csv", index=False)
+        for name, kept in report.gx.items():  # the Great Expectations suites and GX's own results
+            for part in ("suite", "result"):
+                (tmp / f"gx_{name}_{part}.json").write_text(json.dumps(kept[part], indent=2) + "\n")
         _write_params(params, "validate", tmp)
     publish("validate", out, publish_to)
     report.raise_if_failed()
     return report
 
 
-def featurize(params: Params, dataset: Path, out: Path, *, progress: bool = True, publish_to: Path | None = None,
-              shard: tuple[int, int] = (0, 1)):
-    """Log-mel windows of every recording, or of one contiguous shard of them (``merge_features``)."""
-    from audioflow.features import Features
-    from audioflow.features import featurize as _featurize
+def validated(dataset: Path, validation: Path):
+    """The ingested dataset without what validation left out (its ``quarantine.csv``)."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from audioflow.errors import NotValidatedError
     from audioflow.manifest import Dataset
 
+    quarantine = validation / "quarantine.csv"
+    if not quarantine.is_file():
+        raise NotValidatedError(f"{validation}: no validation result (quarantine.csv) here: run "
+                                "`audioflow validate` first; nothing reads unvalidated data")
+    ds = Dataset.load(dataset)
+    left_out = set(pd.read_csv(quarantine, dtype=str, keep_default_na=False)["path"])
+    return replace(ds, files=ds.files[~ds.files["path"].isin(left_out)].reset_index(drop=True))
+
+
+def featurize(params: Params, dataset: Path, validation: Path, out: Path, *, progress: bool = True,
+              publish_to: Path | None = None, shard: tuple[int, int] = (0, 1)):
+    """Log-mel windows of every usable recording, or of one contiguous shard of them (``merge_features``)."""
+    from audioflow.features import Features
+    from audioflow.features import featurize as _featurize
+
     with atomic_dir(out) as tmp:
-        feats = _featurize(Dataset.load(dataset), params.features, tmp, progress=progress, shard=shard)
+        feats = _featurize(validated(dataset, validation), params.features, tmp, progress=progress, shard=shard)
         extra = {"shard": list(shard)} if shard != (0, 1) else {}
         _write_params(params, "featurize", tmp, spec=feats.spec.to_dict(), **extra)
     return Features.load(out)
@@ -207,11 +232,11 @@ def merge_features(params: Params, parts: list[Path], out: Path):
     return Features.load(out)
 
 
-def split(params: Params, dataset: Path, out: Path, *, progress: bool = True, publish_to: Path | None = None):
+def split(params: Params, dataset: Path, validation: Path, out: Path, *, progress: bool = True,
+          publish_to: Path | None = None):
     from audioflow import split as _split
-    from audioflow.manifest import Dataset
 
-    table = _split.split_files(Dataset.load(dataset).files, params.split)
+    table = _split.split_files(validated(dataset, validation).files, params.split)
     with atomic_dir(out) as tmp:
         _split.save(table, tmp)
         _write_params(params, "split", tmp)

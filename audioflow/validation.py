@@ -10,7 +10,6 @@ Great Expectations is imported inside the functions that need it: it takes secon
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import math
@@ -18,23 +17,27 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from audioflow import audio
-from audioflow.config import ValidateConfig
+from audioflow import audio, storage
+from audioflow.config import CHECK_SEVERITY, ValidateConfig
 from audioflow.manifest import Dataset
 
-DATASET = "<dataset>"  # the "path" of problems that belong to no single file
-RMS_FLOOR_DBFS = -200.0  # stands in for -inf (digital silence), keeps the table JSON-clean
+# DATASET ("<dataset>"): the "path" of problems that belong to no single file. RMS_FLOOR_DBFS
+# stands in for -inf (digital silence) and keeps the table JSON-clean. Both are defined beside
+# the page that shows them.
+from audioflow.validation_html import DATASET
+from audioflow.validation_html import SILENT_DBFS as RMS_FLOOR_DBFS
+
 CLIP_LEVEL = 0.999  # |x| at or above this counts as full scale (PCM 16 max reads as 0.99997)
 NON_FINITE = "non-finite samples"  # prefix of audio.read's reason for NaN/Inf samples
 _CHUNK = 1 << 20  # samples per block when reducing a signal, bounds float64 temporaries
 
 FACT_COLUMNS = [
-    "path", "label", "readable", "error", "sample_rate", "channels", "frames", "duration_s",
+    "path", "label", "readable", "error", "truncation", "sample_rate", "channels", "frames", "duration_s",
     "finite", "rms_dbfs", "peak", "clipped_fraction", "sha256",
 ]  # fmt: skip
 
@@ -43,18 +46,38 @@ log = logging.getLogger(__name__)
 ReasonFn = Callable[[Any], str]  # failing row (a pd.Series; None for table-level checks)
 
 
-class DataValidationError(ValueError):
-    """Raised when validation fails; the message lists every problem, one per line."""
+class Problem(NamedTuple):
+    """One finding: where (a recording, ``manifest.csv:LINE`` or ``<dataset>``), which check,
+    how serious (``error`` or ``warning``, from ``validate.severity``) and why, with the value."""
 
-    def __init__(self, problems: list[tuple[str, str]], root: str | Path | None = None):
-        self.problems = list(problems)
-        files = [(p, r) for p, r in self.problems if p != DATASET]
+    path: str
+    check: str
+    severity: str
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def _order(p: Problem) -> tuple:
+    return p.severity != "error", p.path == DATASET, p.path, p.check, p.reason
+
+
+class DataValidationError(ValueError):
+    """Raised when validation fails; the message lists every error, then the warnings."""
+
+    def __init__(self, problems: list[Problem], root: str | Path | None = None,
+                 report: ValidationReport | None = None):
+        self.problems = sorted(problems, key=_order)
+        self.report = report
+        errors = [p for p in self.problems if p.severity == "error"]
         where = f" in {root}" if root is not None else ""
-        n_files = len({p for p, _ in files})
-        head = f"data validation failed{where}: {len(self.problems)} problem(s)"
-        lines = [f"{head}, {n_files} failing file(s)"]
-        lines += [f"{p}: {r}" for p, r in files]
-        lines += [f"{p}: {r}" for p, r in self.problems if p == DATASET]
+        n_files = len({p.path for p in errors if p.path != DATASET})
+        head = f"data validation failed{where}: {len(errors)} error(s)"
+        n_warn = len(self.problems) - len(errors)
+        lines = [f"{head}, {n_files} failing file(s)" + (f", and {n_warn} warning(s)" if n_warn else "")]
+        lines += [p.line() for p in errors]
+        lines += [f"{p.line()} (warning)" for p in self.problems if p.severity != "error"]
         super().__init__("\n".join(lines))
 
 
@@ -64,11 +87,18 @@ class DataValidationError(ValueError):
 def file_facts(path: str | Path) -> dict[str, Any]:
     """Decode one recording and measure it; a bad file gives readable=False and the reason."""
     try:
-        data, sr = audio.read(path)
+        if storage.is_url(path):  # one download serves the decoder and the header check
+            blob = audio.fetch(str(path))
+            data, sr = audio.decode(blob, str(path))
+            head, size = blob[: audio.WAV_HEAD_BYTES], len(blob)
+        else:
+            data, sr = audio.read(path)
+            head, size = audio.head_and_size(path)
     except audio.AudioError as exc:
         return {
             "readable": False,
             "error": exc.reason,
+            "truncation": "",
             "sample_rate": pd.NA,
             "channels": pd.NA,
             "frames": pd.NA,
@@ -86,6 +116,7 @@ def file_facts(path: str | Path) -> dict[str, Any]:
     return {
         "readable": True,
         "error": "",
+        "truncation": audio.wav_truncation(head, size),
         "sample_rate": int(sr),
         "channels": int(channels),
         "frames": int(frames),
@@ -131,9 +162,11 @@ def collect_facts(ds: Dataset, progress: bool = True) -> pd.DataFrame:
 
 def _typed(facts: pd.DataFrame) -> pd.DataFrame:
     """Stable dtypes: nullable ints for header facts that unreadable files lack."""
+    facts = facts.assign(truncation=facts["truncation"].fillna("").astype(str))
     return facts.astype(
         {
             "readable": bool,
+            "truncation": str,
             "sample_rate": "Int64",
             "channels": "Int64",
             "frames": "Int64",
@@ -151,18 +184,36 @@ def _typed(facts: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class ValidationReport:
-    """Outcome of ``validate``: every problem, the facts it was judged on, and a summary."""
+    """Outcome of ``validate``: every problem with its severity, the facts it was judged on,
+    what was quarantined (``on_error: quarantine``) and a summary.
+
+    ``ok``: no error is left standing (under quarantine, the errors that remain are the ones
+    leaving files out cannot fix, such as a class that became too small).
+    """
 
     ok: bool
-    problems: list[tuple[str, str]]
+    problems: list[Problem]
     facts: pd.DataFrame
     summary: dict[str, Any] = field(default_factory=dict)
+    policy: str = "fail"
+    quarantined: list[str] = field(default_factory=list)  # listed entries not used, each with an error
+    gx: dict[str, Any] = field(default_factory=dict, repr=False)  # per table: GX suite and result (JSON)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity != "error"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "policy": self.policy,
             "summary": self.summary,
-            "problems": [{"path": p, "reason": r} for p, r in self.problems],
+            "problems": [p._asdict() for p in self.problems],
+            "quarantined": list(self.quarantined),
             "facts": _records(self.facts),
         }
 
@@ -172,13 +223,37 @@ class ValidationReport:
         p.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     def to_html(self, path: str | Path) -> None:
+        from audioflow.validation_html import render_html
+
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(_render_html(self))
+        p.write_text(render_html(self.to_dict()))
 
     def raise_if_failed(self) -> None:
         if not self.ok:
-            raise DataValidationError(self.problems, self.summary.get("root"))
+            raise DataValidationError(self.problems, self.summary.get("root"), report=self)
+
+
+def summary_table(report: ValidationReport) -> str:
+    """Per class: listed, usable (no error), left out, warnings; and the totals. Plain text."""
+    files = report.facts
+    left_out = set(report.quarantined)
+    errs = {p.path for p in report.errors}
+    warns = {p.path for p in report.warnings}
+    rows = [("label", "listed", "usable", "left out", "with warnings")]
+    for label, g in files.groupby("label"):
+        paths = set(g["path"])
+        rows.append((str(label), str(len(paths)), str(len(paths - errs)), str(len(paths & left_out)),
+                     str(len(paths & warns))))
+    s = report.summary
+    rows.append(("all", str(s["n_listed"]), str(sum(int(r[2]) for r in rows[1:])), str(s["n_quarantined"]),
+                 str(s["n_warning_files"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(len(lines) - 1, lines[1])
+    return "\n".join(lines)
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -189,62 +264,18 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def _plain_json(obj: Any) -> Any:
+    """GX's result dicts with anything json cannot write (numpy, NA, sets) made plain."""
+    return json.loads(json.dumps(obj, default=lambda v: _plain(v) if not isinstance(v, set | frozenset)
+                                 else sorted(v, key=str)))
+
+
 def _plain(v: Any) -> Any:
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return None
     if isinstance(v, np.generic):
         return _plain(v.item())
     return v
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
-th { background: #f3f3f3; }
-.ok { color: #176117; } .fail { color: #a31515; }
-"""
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _render_html(report: ValidationReport) -> str:
-    s = report.summary
-    status = (
-        '<p class="ok">PASSED: no problems found.</p>'
-        if report.ok
-        else f'<p class="fail">FAILED: {len(report.problems)} problem(s) in '
-        f"{s.get('n_failing_files', 0)} of {s.get('n_files', 0)} file(s).</p>"
-    )
-    problems = _table(["path", "reason"], [[p, r] for p, r in report.problems])
-    notes = "".join(f'<p class="fail">Warning: {html.escape(w)}</p>\n' for w in s.get("warnings", []))
-    checks = _table(
-        ["check", "success", "unexpected", "evaluated"],
-        [
-            [k, v["success"], v["unexpected_count"], v["element_count"]]
-            for k, v in s.get("expectations", {}).items()
-        ],
-    )
-    labels = _table(
-        ["label", "listed", "usable"],
-        [[k, v["listed"], v["usable"]] for k, v in s.get("per_label", {}).items()],
-    )
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-        f"<title>audioflow data validation</title><style>{_CSS}</style></head><body>\n"
-        f"<h1>Data validation</h1>\n<p>Data root: {html.escape(str(s.get('root', '')))}</p>\n"
-        f"{status}\n{notes}<h2>Problems</h2>\n{problems if report.problems else '<p>None.</p>'}\n"
-        f"<h2>Recordings per label</h2>\n{labels}\n"
-        f"<h2>Great Expectations checks</h2>\n{checks}\n"
-        f"<p>Great Expectations success: {html.escape(str(s.get('gx_success')))}</p>\n"
-        "</body></html>\n"
-    )
 
 
 # --------------------------------------------------------------------------- GX plumbing
@@ -294,9 +325,14 @@ class _Outcome:
 
 
 def _run_suite(
-    ctx: Any, gx: Any, name: str, df: pd.DataFrame, checks: list[_Check], index_col: str
+    ctx: Any, gx: Any, name: str, df: pd.DataFrame, checks: list[_Check], index_col: str,
+    kept: dict[str, Any],
 ) -> dict[str, _Outcome]:
-    """Validate ``df`` against the checks with GX; map each result back to its check."""
+    """Validate ``df`` against the checks with GX; map each result back to its check.
+
+    The suite and GX's own validation result go into ``kept[name]`` (JSON-ready), for the
+    files written beside the report.
+    """
     asset = ctx.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name)
     batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
         batch_parameters={"dataframe": df}
@@ -312,6 +348,7 @@ def _run_suite(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pandas deprecation chatter from inside GX
         result = batch.validate(suite, result_format=result_format)
+    kept[name] = {"suite": suite.to_json_dict(), "result": _plain_json(result.to_json_dict())}
     outcomes: dict[str, _Outcome] = {}
     for r in result.results:
         key = r.expectation_config.meta["check"]
@@ -351,28 +388,37 @@ def _file_checks(gx: Any, cfg: ValidateConfig, table: pd.DataFrame) -> list[_Che
     decoded = Column("readable") == True
 
     def check(key: str, exp_cls: Any, reason: ReasonFn, **kw: Any) -> _Check:
-        return _Check(key, exp_cls(meta={"check": key}, **kw), reason)
+        return _Check(key, exp_cls(meta={"check": key, "severity": cfg.severity_of(key)}, **kw), reason)
 
     checks = [
         check("readable", E.ExpectColumnValuesToBeInSet, lambda r: r["error"] or "unreadable",
               column="readable", value_set=[True]),
+        check("truncated", E.ExpectColumnValuesToBeInSet, lambda r: r["truncation"],
+              column="truncation", value_set=[""], row_condition=decoded),
         check("channels", E.ExpectColumnValuesToBeBetween,
               lambda r: f"{r['channels']} channels (allowed 1 to {cfg.max_channels})",
               column="channels", min_value=1, max_value=cfg.max_channels, row_condition=decoded),
+        check("multichannel", E.ExpectColumnValuesToBeBetween,
+              lambda r: f"{r['channels']} channels: mixed down to mono",
+              column="channels", max_value=1, row_condition=decoded),
         check("duration", E.ExpectColumnValuesToBeBetween, lambda r: _duration_reason(r, cfg),
               column="duration_s", min_value=cfg.min_duration_s, max_value=cfg.max_duration_s,
               row_condition=decoded),
         check("silence", E.ExpectColumnValuesToBeBetween, lambda r: _silence_reason(r, cfg),
               column="rms_dbfs", min_value=cfg.silence_dbfs, row_condition=decoded),
+        check("low_level", E.ExpectColumnValuesToBeBetween,
+              lambda r: f"low level: RMS {r['rms_dbfs']:.1f} dBFS (below {cfg.low_level_dbfs:g} dBFS)",
+              column="rms_dbfs", min_value=cfg.low_level_dbfs,
+              row_condition=decoded & (Column("rms_dbfs") >= cfg.silence_dbfs)),
         check("clipping", E.ExpectColumnValuesToBeBetween,
               lambda r: f"clipped: {r['clipped_fraction']:.1%} of samples at full scale "
               f"(max {cfg.max_clipped_fraction:.1%})",
               column="clipped_fraction", max_value=cfg.max_clipped_fraction,
               row_condition=decoded),
-        check("duplicate_other_label", E.ExpectColumnValuesToBeBetween,
+        check("conflict", E.ExpectColumnValuesToBeBetween,
               lambda r: _mislabel_reason(r, table),
               column="content_labels", max_value=1, row_condition=decoded),
-        check("duplicate_across_groups", E.ExpectColumnValuesToBeBetween,
+        check("duplicate", E.ExpectColumnValuesToBeBetween,
               lambda r: _leak_reason(r, table),
               column="content_split_units", max_value=1, row_condition=decoded),
     ]  # fmt: skip
@@ -380,7 +426,7 @@ def _file_checks(gx: Any, cfg: ValidateConfig, table: pd.DataFrame) -> list[_Che
         allowed = ", ".join(str(s) for s in sorted(cfg.sample_rates))
         checks.append(
             check("sample_rate", E.ExpectColumnValuesToBeInSet,
-                  lambda r: f"sample rate {r['sample_rate']} Hz not allowed ({allowed} Hz)",
+                  lambda r: f"sample rate {r['sample_rate']} Hz not in {allowed} Hz (resampled)",
                   column="sample_rate", value_set=sorted(cfg.sample_rates),
                   row_condition=decoded)
         )  # fmt: skip
@@ -390,7 +436,7 @@ def _file_checks(gx: Any, cfg: ValidateConfig, table: pd.DataFrame) -> list[_Che
                   lambda r: f"label {r['label']!r} not in allowed set {sorted(cfg.labels)}",
                   column="label", value_set=sorted(cfg.labels))
         )  # fmt: skip
-    return checks
+    return [c for c in checks if cfg.severity_of(c.key) != "off"]
 
 
 def _duration_reason(r: pd.Series, cfg: ValidateConfig) -> str:
@@ -453,21 +499,37 @@ def _with_content_columns(facts: pd.DataFrame, ds: Dataset) -> pd.DataFrame:
 
 
 def _label_counts(table: pd.DataFrame, failing: set[str], cfg: ValidateConfig) -> pd.DataFrame:
-    """Per label: files listed, and usable ones (passing every per-file check).
+    """Per label: files listed, usable ones (no error), and how many spellings share its name.
 
     Counting only usable files tells the user whether a class is still big enough once
-    its bad files are dropped. Allowed labels with no files at all count 0.
+    its bad files are left out. Allowed labels with no files at all count 0. ``spellings``:
+    labels equal to this one up to case, spaces, '-' and '_' ('Normal', 'normal', 'nor mal').
     """
     labels = sorted(set(table["label"]) | set(cfg.labels))
     listed = table["label"].value_counts()
     usable = table.loc[~table["path"].isin(failing), "label"].value_counts()
+    keys = [_label_key(lb) for lb in labels]
     return pd.DataFrame(
         {
             "label": labels,
             "listed": [int(listed.get(lb, 0)) for lb in labels],
             "usable": [int(usable.get(lb, 0)) for lb in labels],
+            "spellings": [keys.count(k) for k in keys],
         }
     )
+
+
+def _label_key(label: str) -> str:
+    return "".join(ch for ch in label.casefold() if ch.isalnum())
+
+
+def _group_labels(table: pd.DataFrame) -> pd.DataFrame:
+    """Per group (when groups are used): how many labels its recordings carry, and which."""
+    grouped = table[table["group"] != ""].groupby("group")["label"]
+    rows = [{"group": g, "n_labels": int(s.nunique()),
+             "labels": ", ".join(f"{lb} ({n})" for lb, n in sorted(s.value_counts().items()))}
+            for g, s in grouped]
+    return pd.DataFrame(rows, columns=["group", "n_labels", "labels"])
 
 
 def _dataset_checks(gx: Any, cfg: ValidateConfig, counts: pd.DataFrame) -> list[_Check]:
@@ -488,14 +550,33 @@ def _dataset_checks(gx: Any, cfg: ValidateConfig, counts: pd.DataFrame) -> list[
         present = sorted(counts.loc[counts["usable"] > 0, "label"])
         return f"{len(present)} class(es) with usable recordings {present}; need at least 2"
 
-    return [
+    def similar(r: pd.Series) -> str:
+        same = counts[counts["label"].map(_label_key) == _label_key(r["label"])]
+        names = " and ".join(f"{o.label!r} ({o.listed} listed)" for o in same.itertuples())
+        return f"labels {names} differ only in case, spaces or punctuation: one class under several names?"
+
+    def meta(key: str) -> dict[str, str]:
+        return {"check": key, "severity": cfg.severity_of(key)}
+
+    checks = [
         _Check("min_per_class",
                E.ExpectColumnValuesToBeBetween(column="usable", min_value=cfg.min_per_class,
-                                               meta={"check": "min_per_class"}), few),
+                                               meta=meta("min_per_class")), few),
         _Check("n_classes",
                E.ExpectTableRowCountToBeBetween(min_value=2, row_condition=Column("usable") > 0,
-                                                meta={"check": "n_classes"}), n_classes),
+                                                meta=meta("n_classes")), n_classes),
+        _Check("similar_labels",
+               E.ExpectColumnValuesToBeBetween(column="spellings", max_value=1, meta=meta("similar_labels")),
+               similar),
     ]  # fmt: skip
+    return [c for c in checks if cfg.severity_of(c.key) != "off"]
+
+
+def _group_checks(gx: Any, cfg: ValidateConfig) -> list[_Check]:
+    check = _Check("group_labels", gx.expectations.ExpectColumnValuesToBeBetween(
+        column="n_labels", max_value=1, meta={"check": "group_labels", "severity": cfg.severity_of("group_labels")}),
+        lambda r: f"group {r['group']!r} has recordings under {r['n_labels']} labels: {r['labels']}")
+    return [check] if cfg.severity_of("group_labels") != "off" else []
 
 
 # --------------------------------------------------------------------------- validate
@@ -507,68 +588,110 @@ def validate(
     facts: pd.DataFrame | None = None,
     progress: bool = True,
 ) -> ValidationReport:
-    """Judge every recording, then the label balance, with Great Expectations.
+    """Judge the listing, every recording, then the classes and groups, in one pass.
 
-    ``facts`` (from ``collect_facts``) skips decoding again, e.g. to re-check with another
-    config. Never raises for bad data: call ``raise_if_failed`` on the report.
+    The listing's problems come from ingest (``Dataset.problems``); each recording and the
+    label and group tables are judged by Great Expectations. Each finding is an error or a
+    warning (``validate.severity``); under ``on_error: quarantine`` the recordings with errors
+    are left out and the class sizes are judged on what remains. ``facts`` (from
+    ``collect_facts``) skips decoding again. Never raises for bad data: call
+    ``raise_if_failed`` on the report.
     """
     if facts is None:
         facts = collect_facts(ds, progress=progress)
     table = _with_content_columns(_typed(facts[FACT_COLUMNS]), ds)
+    problems: set[Problem] = {
+        Problem(p["path"], p["check"], cfg.severity_of(p["check"]), p["reason"])
+        for p in ds.problems if cfg.severity_of(p["check"]) != "off"
+    }
 
     gx = _import_gx()
     ctx = _gx_context(gx)
+    kept: dict[str, Any] = {}
     # Reasons read the failing row itself, so each can quote the actual value.
     by_path = table.set_index("path", drop=False)
     file_checks = _file_checks(gx, cfg, table)
-    file_out = _run_suite(ctx, gx, "files", table, file_checks, "path")
-    problems: set[tuple[str, str]] = set()
+    outcomes = _run_suite(ctx, gx, "files", table, file_checks, "path", kept)
     for c in file_checks:
-        problems |= {(p, c.reason(by_path.loc[p])) for p in file_out[c.key].unexpected}
+        severity = cfg.severity_of(c.key)
+        problems |= {Problem(p, c.key, severity, c.reason(by_path.loc[p])) for p in outcomes[c.key].unexpected}
 
-    counts = _label_counts(table, {p for p, _ in problems}, cfg)
-    by_label = counts.set_index("label", drop=False)
-    data_checks = _dataset_checks(gx, cfg, counts)
-    data_out = _run_suite(ctx, gx, "label_counts", counts, data_checks, "label")
-    for c in data_checks:
-        out = data_out[c.key]
-        if not out.success:  # a table-level expectation fails without failing rows
-            rows = [by_label.loc[lb] for lb in out.unexpected] or [None]
-            problems |= {(DATASET, c.reason(r)) for r in rows}
+    erring = {p.path for p in problems if p.severity == "error" and p.path != DATASET}
+    counts = _label_counts(table, erring, cfg)
+    tables = [("label_counts", counts, _dataset_checks(gx, cfg, counts), "label")]
+    groups = _group_labels(table)
+    if len(groups):
+        tables.append(("groups", groups, _group_checks(gx, cfg), "group"))
+    for name, df, checks, index in tables:
+        if not checks:
+            continue
+        out = _run_suite(ctx, gx, name, df, checks, index, kept)
+        outcomes |= out
+        rows = df.set_index(index, drop=False)
+        for c in checks:
+            if not out[c.key].success:  # a table-level expectation fails without failing rows
+                failing = [rows.loc[k] for k in out[c.key].unexpected] or [None]
+                problems |= {Problem(DATASET, c.key, cfg.severity_of(c.key), c.reason(r)) for r in failing}
 
-    outcomes = {**file_out, **data_out}
     gx_success = all(o.success for o in outcomes.values())
     if not gx_success and not problems:  # never let a GX failure pass silently
         failed = [k for k, o in outcomes.items() if not o.success]
-        problems.add((DATASET, f"Great Expectations check(s) failed: {', '.join(failed)}"))
+        problems.add(Problem(DATASET, "gx", "error", f"Great Expectations check(s) failed: {', '.join(failed)}"))
 
-    ordered = sorted(problems, key=lambda pr: (pr[0] == DATASET, pr[0], pr[1]))
-    summary = _summary(ds, table, counts, ordered, outcomes, gx_success)
-    report = ValidationReport(ok=not ordered, problems=ordered, facts=table, summary=summary)
-    log.info(
-        "validated %d file(s): %d problem(s) in %d file(s)",
-        summary["n_files"], len(ordered), summary["n_failing_files"],
-    )  # fmt: skip
+    ordered = sorted(problems, key=_order)
+    left_out = _left_out(ds, table, ordered, cfg.on_error)
+    standing = [p for p in ordered if p.severity == "error"
+                and not (cfg.on_error == "quarantine" and p.path in left_out)]
+    summary = _summary(ds, table, counts, ordered, outcomes, gx_success, cfg, left_out)
+    report = ValidationReport(ok=not standing, problems=ordered, facts=table, summary=summary,
+                              policy=cfg.on_error, quarantined=sorted(left_out), gx=kept)
+    log.info("validated %d file(s): %d error(s), %d warning(s)",
+             summary["n_files"], summary["n_errors"], summary["n_warnings"])
     return report
+
+
+def _left_out(ds: Dataset, table: pd.DataFrame, problems: list[Problem], policy: str) -> set[str]:
+    """Listed entries that will not be used: those ingest could not take (bad manifest lines,
+    missing files) and, under quarantine, every recording with an error."""
+    listed_files = set(table["path"])
+    out = {p.path for p in problems if p.path != DATASET and p.path not in listed_files
+           and p.check != "unlisted"}
+    if policy == "quarantine":
+        out |= {p.path for p in problems if p.severity == "error" and p.path in listed_files}
+    return out
 
 
 def _summary(
     ds: Dataset,
     table: pd.DataFrame,
     counts: pd.DataFrame,
-    problems: list[tuple[str, str]],
+    problems: list[Problem],
     outcomes: dict[str, _Outcome],
     gx_success: bool,
+    cfg: ValidateConfig,
+    left_out: set[str],
 ) -> dict[str, Any]:
-    failing = {p for p, _ in problems if p != DATASET}
+    errors = [p for p in problems if p.severity == "error"]
+    warns = [p for p in problems if p.severity != "error"]
+    n_used = int((~table["path"].isin(left_out)).sum())
+    if n_used + len(left_out) != ds.listed:  # every listed entry is used or left out, with its reason
+        raise RuntimeError(f"validation bookkeeping: {n_used} used + {len(left_out)} left out != "
+                           f"{ds.listed} listed")
     return {
         "root": str(ds.root),
-        "warnings": list(ds.warnings),
+        "notes": list(ds.warnings),
+        "n_listed": ds.listed,
         "n_files": len(table),
         "n_readable": int(table["readable"].sum()),
-        "n_failing_files": len(failing),
+        "n_errors": len(errors),
+        "n_warnings": len(warns),
+        "n_error_files": len({p.path for p in errors if p.path != DATASET}),
+        "n_warning_files": len({p.path for p in warns if p.path != DATASET}),
+        "n_quarantined": len(left_out),
+        "n_used": n_used,
+        "n_failing_files": len({p.path for p in errors if p.path != DATASET}),
         "n_problems": len(problems),
-        "n_dataset_problems": sum(p == DATASET for p, _ in problems),
+        "n_dataset_problems": sum(p.path == DATASET for p in problems),
         "per_label": {
             r.label: {"listed": int(r.listed), "usable": int(r.usable)} for r in counts.itertuples()
         },
@@ -580,5 +703,6 @@ def _summary(
             }
             for k, o in outcomes.items()
         },
+        "severities": {k: cfg.severity_of(k) for k in CHECK_SEVERITY},
         "gx_success": gx_success,
     }

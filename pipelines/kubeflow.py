@@ -117,14 +117,14 @@ def validate(dataset: Input[Dataset], sections: str, validation: Output[Dataset]
     shutil.copyfile(out / "report.html", validation_report.path)
 
 
-def featurize(dataset: Input[Dataset], sections: str, features: Output[Dataset], shard: int = 0,
-              n_shards: int = 1):
+def featurize(dataset: Input[Dataset], validation: Input[Dataset], sections: str, features: Output[Dataset],
+              shard: int = 0, n_shards: int = 1):
     from pathlib import Path
 
     from audioflow import stages
 
-    stages.featurize(stages.params_from_json(sections), Path(dataset.path), Path(features.path),
-                     progress=False, shard=(shard, n_shards))
+    stages.featurize(stages.params_from_json(sections), Path(dataset.path), Path(validation.path),
+                     Path(features.path), progress=False, shard=(shard, n_shards))
 
 
 def merge_features(sections: str, first: Input[Dataset], second: Input[Dataset], features: Output[Dataset]):
@@ -136,12 +136,12 @@ def merge_features(sections: str, first: Input[Dataset], second: Input[Dataset],
                           Path(features.path))
 
 
-def split(dataset: Input[Dataset], sections: str, split: Output[Dataset]):
+def split(dataset: Input[Dataset], validation: Input[Dataset], sections: str, split: Output[Dataset]):
     from pathlib import Path
 
     from audioflow import stages
 
-    stages.split(stages.params_from_json(sections), Path(dataset.path), Path(split.path))
+    stages.split(stages.params_from_json(sections), Path(dataset.path), Path(validation.path), Path(split.path))
 
 
 def train(features: Input[Dataset], split: Input[Dataset], sections: str, trained_model: Output[Model],

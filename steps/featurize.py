@@ -8,9 +8,10 @@ from steps._common import params, stage_dir
 
 
 @step
-def featurize(dataset: Path, features_cfg: dict[str, Any]) -> Annotated[Path, "features"]:
-    """Log-mel windows as a .npy memmap + index (a folder artifact, no pickle)."""
+def featurize(dataset: Path, validation: Path, features_cfg: dict[str, Any]) -> Annotated[Path, "features"]:
+    """Log-mel windows of the recordings validation passed, as a .npy memmap + index (a folder
+    artifact, no pickle)."""
     out = stage_dir("features")
-    f = stages.featurize(params(features=features_cfg), dataset, out, progress=False)
+    f = stages.featurize(params(features=features_cfg), dataset, validation, out, progress=False)
     log_metadata(metadata={"n_windows": len(f.index), "spec": f.spec.to_dict()})
     return out

@@ -9,9 +9,10 @@ from steps._common import params, stage_dir
 
 
 @step
-def split(dataset: Path, data_cfg: dict[str, Any], split_cfg: dict[str, Any]) -> Annotated[Path, "split"]:
-    """Stratified, group-aware train/val/test assignment of recordings."""
+def split(dataset: Path, validation: Path, data_cfg: dict[str, Any],
+          split_cfg: dict[str, Any]) -> Annotated[Path, "split"]:
+    """Stratified, group-aware train/val/test assignment of the recordings validation passed."""
     out = stage_dir("split")
-    table = stages.split(params(data=data_cfg, split=split_cfg), dataset, out)
+    table = stages.split(params(data=data_cfg, split=split_cfg), dataset, validation, out)
     log_metadata(metadata=split_lib.summary(table)["counts"])
     return out

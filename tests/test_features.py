@@ -90,8 +90,10 @@ def _small_features(tmp_path: Path):
         write_wav(root / "a" / f"{k}.wav", tone(300 + 50 * k, 0.4, 8000, seed=k), 8000)
         write_wav(root / "b" / f"{k}.wav", tone(900 + 50 * k, 0.4, 8000, seed=10 + k), 8000)
     params = load_params(tmp_path / "absent.yaml", {"data.root": str(root), "data.manifest": None,
-                                                    "features.window_s": 0.25, "features.n_mels": 16})
+                                                    "features.window_s": 0.25, "features.n_mels": 16,
+                                                    "validate.min_per_class": 3})
     stages.ingest(params, tmp_path / "ingest", progress=False)
+    stages.validate(params, tmp_path / "ingest", tmp_path / "validate", progress=False)
     return params
 
 
@@ -101,7 +103,7 @@ def test_features_load_refuses_files_that_disagree(tmp_path: Path):
 
     params = _small_features(tmp_path)
     out = tmp_path / "features"
-    f = stages.featurize(params, tmp_path / "ingest", out, progress=False)
+    f = stages.featurize(params, tmp_path / "ingest", tmp_path / "validate", out, progress=False)
     n = len(f.index)
     # A crash mid-write: the .npy holds fewer rows than its header, or than index.csv lists.
     good = (out / "features.npy").read_bytes()
@@ -123,7 +125,7 @@ def test_crashed_featurize_keeps_the_previous_features(tmp_path: Path, monkeypat
 
     params = _small_features(tmp_path)
     out = tmp_path / "features"
-    stages.featurize(params, tmp_path / "ingest", out, progress=False)
+    stages.featurize(params, tmp_path / "ingest", tmp_path / "validate", out, progress=False)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     real, calls = audio.load, {"n": 0}
 
@@ -136,9 +138,9 @@ def test_crashed_featurize_keeps_the_previous_features(tmp_path: Path, monkeypat
     monkeypatch.setattr(audio, "load", dies_on_the_fourth_file)
     changed = params.model_copy(update={"features": params.features.model_copy(update={"n_mels": 8})})
     with pytest.raises(RuntimeError, match="simulated crash"):
-        stages.featurize(changed, tmp_path / "ingest", out, progress=False)
+        stages.featurize(changed, tmp_path / "ingest", tmp_path / "validate", out, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "features", "ingest"]  # no partial folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "features", "ingest", "validate"]  # no partial folder
     assert Features.load(out).spec.n_mels == 16
 
 
@@ -154,10 +156,12 @@ def test_sharded_featurize_merges_to_the_same_bytes(tmp_path: Path, n_shards: in
         "data.root": str(root), "data.manifest": None, "features.window_s": 0.5,
         "features.n_mels": 16, "features.batch_size": 3})
     stages.ingest(params, tmp_path / "ingest", progress=False)
-    whole = stages.featurize(params, tmp_path / "ingest", tmp_path / "whole", progress=False)
+    ingested, validated = tmp_path / "ingest", tmp_path / "validate"
+    stages.validate(params, ingested, validated, progress=False)
+    whole = stages.featurize(params, ingested, validated, tmp_path / "whole", progress=False)
     parts = [tmp_path / f"part{i}" for i in range(n_shards)]
     for i, part in enumerate(parts):
-        stages.featurize(params, tmp_path / "ingest", part, progress=False, shard=(i, n_shards))
+        stages.featurize(params, ingested, validated, part, progress=False, shard=(i, n_shards))
     assert sum(len(Features.load(p).index) for p in parts) == len(whole.index)
     stages.merge_features(params, parts, tmp_path / "merged")
     for name in ("features.npy", "index.csv", "features.json", "params.json"):
@@ -169,9 +173,10 @@ def test_merge_refuses_shards_of_different_runs(tmp_path: Path):
     from audioflow.features import FeaturesError
 
     params = _small_features(tmp_path)
-    stages.featurize(params, tmp_path / "ingest", tmp_path / "p0", progress=False, shard=(0, 2))
+    ingested, validated = tmp_path / "ingest", tmp_path / "validate"
+    stages.featurize(params, ingested, validated, tmp_path / "p0", progress=False, shard=(0, 2))
     other = params.model_copy(update={"features": params.features.model_copy(update={"n_mels": 8})})
-    stages.featurize(other, tmp_path / "ingest", tmp_path / "p1", progress=False, shard=(1, 2))
+    stages.featurize(other, ingested, validated, tmp_path / "p1", progress=False, shard=(1, 2))
     with pytest.raises(FeaturesError, match="disagree on spec"):
         stages.merge_features(params, [tmp_path / "p0", tmp_path / "p1"], tmp_path / "m")
     assert not (tmp_path / "m").exists()

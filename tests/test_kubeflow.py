@@ -222,8 +222,9 @@ def test_a_retried_train_pod_resumes_from_the_checkpoint_root(tone_dataset: Path
         "model.channels": [8, 16], "train.epochs": 4, "train.batch_size": 8, "train.patience": 10})
     root = tmp_path / "run"
     stages.ingest(params, tmp_path / "dataset", progress=False)
-    stages.featurize(params, tmp_path / "dataset", root / "features", progress=False)
-    stages.split(params, tmp_path / "dataset", root / "split")
+    stages.validate(params, tmp_path / "dataset", tmp_path / "validation", progress=False)
+    stages.featurize(params, tmp_path / "dataset", tmp_path / "validation", root / "features", progress=False)
+    stages.split(params, tmp_path / "dataset", tmp_path / "validation", root / "split")
     (root / "sections.json").write_text(stages.sections_json(params, "train"))
     stored = root / "store" / "run-1" / stages.checkpoint_key(params, root / "features", root / "split")
 

@@ -43,20 +43,45 @@ def test_missing_column_named(tone_dataset: Path):
         ingest(DataConfig(root=str(tone_dataset), group_column="patient"), progress=False)
 
 
+def problems_of(ds: Dataset) -> set[tuple[str, str, str]]:
+    return {(p["path"], p["check"], p["reason"]) for p in ds.problems}
+
+
 def test_missing_files_listed(tone_dataset: Path):
     (tone_dataset / "low/s1_0.wav").unlink()
     (tone_dataset / "mid/s2_1.wav").unlink()
-    with pytest.raises(ManifestError) as e:
-        ingest(DataConfig(root=str(tone_dataset)), progress=False)
-    assert "low/s1_0.wav: file not found" in str(e.value) and "mid/s2_1.wav" in str(e.value)
+    ds = ingest(DataConfig(root=str(tone_dataset)), progress=False)  # goes on: validation reports them
+    assert problems_of(ds) == {("low/s1_0.wav", "missing", "file not found"),
+                               ("mid/s2_1.wav", "missing", "file not found")}
+    assert ds.listed == len(ds.files) + 2 and "low/s1_0.wav" not in set(ds.files["path"])
 
 
 def test_bad_rows_reported_together(tmp_path: Path):
-    (tmp_path / "manifest.csv").write_text("path,label\na.wav,\n,x\nb.wav,y\nb.wav,y\n")
+    for name in ("a.wav", "b.wav", "c.wav", "extra.wav", ".hidden/x.wav"):
+        write_wav(tmp_path / name, tone(300, 0.1, 8000), 8000)
+    (tmp_path / "manifest.csv").write_text("path,label\na.wav,\n,x\nb.wav,y\n./b.wav,y\nc.wav,y\nc.wav,z\n")
+    ds = ingest(DataConfig(root=str(tmp_path)), progress=False)
+    assert problems_of(ds) == {
+        ("manifest.csv:2", "manifest_entry", "a.wav: empty label"),
+        ("manifest.csv:3", "manifest_entry", "empty path"),
+        ("manifest.csv:5", "listed_twice", "b.wav listed again (first on line 4)"),
+        ("manifest.csv:7", "listed_twice", "c.wav listed again (first on line 6)"),
+        ("c.wav", "listed_twice", "listed under two labels in manifest.csv: 'y' (line 6) and 'z' (line 7)"),
+        ("a.wav", "unlisted", "audio file under the data root that manifest.csv does not list"),
+        ("extra.wav", "unlisted", "audio file under the data root that manifest.csv does not list"),
+    }
+    assert ds.files["path"].tolist() == ["b.wav", "c.wav"] and ds.listed == 6
+    saved = tmp_path / "saved"
+    ds.save(saved)
+    assert Dataset.load(saved).problems == ds.problems and Dataset.load(saved).listed == 6
+
+
+def test_nothing_usable_listed_is_an_error_naming_every_line(tmp_path: Path):
+    (tmp_path / "manifest.csv").write_text("path,label\na.wav,x\n,y\n")
     with pytest.raises(ManifestError) as e:
         ingest(DataConfig(root=str(tmp_path)), progress=False)
-    msg = str(e.value)
-    assert "a.wav: empty label" in msg and ":3: empty path" in msg and "b.wav: listed more than once" in msg
+    assert "no usable recordings listed" in str(e.value) and "a.wav: file not found" in str(e.value)
+    assert "manifest.csv:3: empty path" in str(e.value)
 
 
 def test_empty_root(tmp_path: Path):
@@ -70,12 +95,11 @@ def test_paths_leaving_the_root_are_rejected_by_line(tmp_path: Path):
     write_wav(tmp_path / "ok.wav", tone(300, 0.1, 8000), 8000)
     (tmp_path / "manifest.csv").write_text(
         "path,label\nok.wav,a\n../outside.wav,a\n/etc/passwd,b\nC:/data/x.wav,b\nsub/../../up.wav,a\n")
-    with pytest.raises(ManifestError) as e:
-        ingest(DataConfig(root=str(tmp_path)), progress=False)
-    msg = str(e.value)
+    ds = ingest(DataConfig(root=str(tmp_path)), progress=False)
+    reasons = {p["path"]: p["reason"] for p in ds.problems}
     for line, path in ((3, "../outside.wav"), (4, "/etc/passwd"), (5, "C:/data/x.wav"), (6, "sub/../../up.wav")):
-        assert f"manifest.csv:{line}: {path}: path leaves the data root" in msg
-    assert "ok.wav:" not in msg
+        assert reasons[f"manifest.csv:{line}"].startswith(f"{path}: path leaves the data root")
+    assert ds.files["path"].tolist() == ["ok.wav"]  # never opened, never hashed
 
 
 def test_configured_group_without_manifest_is_an_error(tmp_path: Path):

@@ -110,9 +110,9 @@ def test_class_folders_on_s3(s3_env, tmp_path: Path):
 def test_missing_object_named_by_its_url(s3_env, tone_dataset: Path):
     (tone_dataset / "low/s1_0.wav").unlink()
     url = upload_dir(s3_env, tone_dataset)
-    with pytest.raises(ManifestError) as e:
-        ingest(DataConfig(root=url), progress=False)
-    assert f"{url}/low/s1_0.wav: file not found" in str(e.value)
+    ds = ingest(DataConfig(root=url), progress=False)  # goes on; validation reports it with the rest
+    assert ds.problems == [{"path": "low/s1_0.wav", "check": "missing", "reason": "file not found"}]
+    assert ds.location("low/s1_0.wav") == f"{url}/low/s1_0.wav"
     with pytest.raises(ManifestError, match=f"data root {url}/nope does not exist"):
         ingest(DataConfig(root=f"{url}/nope"), progress=False)
 
@@ -128,7 +128,7 @@ def test_unreadable_object_reported_like_a_local_file(s3_env, tone_dataset: Path
     assert collect_facts(there, progress=False).equals(collect_facts(here, progress=False))
     report = validate(there, ValidateConfig(min_per_class=3), progress=False)
     assert not report.ok and report.summary["root"] == url
-    (problem,) = [r for p, r in report.problems if p == "mid/s2_1.wav"]
+    (problem,) = [p.reason for p in report.problems if p.path == "mid/s2_1.wav"]
     assert problem.startswith("unreadable or unsupported format (Error opening 'mid/s2_1.wav'")
     with pytest.raises(audio.AudioError, match=f"^{url}/mid/s2_1.wav: unreadable"):
         audio.load(there.location("mid/s2_1.wav"), 8000)
@@ -139,9 +139,11 @@ def test_manifest_path_leaving_the_root_refused(s3_env, tmp_path: Path):
     write_wav(tmp_path / "outside.wav", tone(300, 0.1, 8000), 8000)
     (tmp_path / "root/manifest.csv").write_text("path,label\nok.wav,a\n../outside.wav,a\n")
     url = upload_dir(s3_env, tmp_path)
-    with pytest.raises(ManifestError) as e:
-        ingest(DataConfig(root=f"{url}/root"), progress=False)
-    assert f"{url}/root/manifest.csv:3: ../outside.wav: path leaves the data root" in str(e.value)
+    ds = ingest(DataConfig(root=f"{url}/root"), progress=False)
+    (problem,) = ds.problems
+    assert problem["path"] == "manifest.csv:3"
+    assert problem["reason"].startswith("../outside.wav: path leaves the data root")
+    assert ds.files["path"].tolist() == ["ok.wav"]
 
 
 # ---------------------------------------------------------------- the pipeline on S3

@@ -16,6 +16,7 @@ from audioflow.manifest import Dataset, ingest
 from audioflow.validation import (
     DATASET,
     DataValidationError,
+    Problem,
     ValidationReport,
     collect_facts,
     file_facts,
@@ -40,6 +41,7 @@ BAD = {
     "a/a1_copy.wav": "same content as a/a1.wav (group 'g1')",
     "a/a1.wav": "same content as a/a1_copy.wav (group 'g9')",
 }
+WARNED = {"b/clipped.wav", "b/short.wav"}  # quality concerns: warnings by default, the files stay usable
 
 
 def _manifest(root: Path, rows: list[tuple[str, str, str]]) -> Dataset:
@@ -142,8 +144,9 @@ def test_every_bad_file_is_reported_with_its_reason(bad_report: ValidationReport
     report = bad_report
     assert not report.ok and not report.summary["gx_success"]
     by_path: dict[str, list[str]] = {}
-    for path, reason in report.problems:
-        by_path.setdefault(path, []).append(reason)
+    for p in report.problems:
+        by_path.setdefault(p.path, []).append(p.reason)
+        assert p.severity == ("warning" if p.path in WARNED or p.check == "group_labels" else "error"), p
     for path, expected in BAD.items():
         assert any(expected in r for r in by_path.get(path, [])), (path, by_path.get(path))
     # Unreadable files get their decode reason only, not range-check noise.
@@ -164,12 +167,17 @@ def test_every_bad_file_is_reported_with_its_reason(bad_report: ValidationReport
     assert any("label 'xyz' has 0 usable recording(s) (1 listed)" in r for r in dataset), dataset
     # Only a/a2.wav of label a passes every file check: too few once the bad ones go.
     assert any("label 'a' has 1 usable recording(s) (7 listed)" in r for r in dataset), dataset
-    assert report.summary["per_label"]["b"] == {"listed": 7, "usable": 3}
+    assert report.summary["per_label"]["b"] == {"listed": 7, "usable": 5}  # + clipped, short: warnings
     # Decode errors name the file relative to the data root, not by its absolute path.
     (unreadable,) = by_path["a/unreadable.wav"]
     assert "'a/unreadable.wav'" in unreadable and str(bad_ds_root(report)) not in unreadable
-    assert report.problems[-1][0] == DATASET
-    assert report.summary["n_failing_files"] == len(BAD)
+    # Errors first, files before the dataset's; then the warnings.
+    severities = [p.severity for p in report.problems]
+    assert severities == sorted(severities, key=lambda sev: sev != "error")
+    errors = [p.path for p in report.errors]
+    assert all(x == DATASET for x in errors[errors.index(DATASET):])
+    assert report.summary["n_failing_files"] == len(BAD) - len(WARNED)
+    assert report.summary["n_warning_files"] == len(WARNED)
     assert report.summary["expectations"]["readable"]["unexpected_count"] == 3
 
 
@@ -183,29 +191,36 @@ def test_raise_if_failed_lists_every_bad_file(bad_report: ValidationReport, tmp_
     for path in BAD:
         assert f"\n{path}: " in msg, path
     assert info.value.problems == bad_report.problems
-    # Files first (one per line), then the dataset-level problems.
+    # Errors (files one per line, then the dataset's), then the warnings, marked.
     lines = msg.splitlines()[1:]
-    first_dataset = next(i for i, ln in enumerate(lines) if ln.startswith(DATASET))
-    assert all(ln.startswith(DATASET) for ln in lines[first_dataset:])
+    errors = [ln for ln in lines if not ln.endswith("(warning)")]
+    assert lines[: len(errors)] == errors
+    first_dataset = next(i for i, ln in enumerate(errors) if ln.startswith(DATASET))
+    assert all(ln.startswith(DATASET) for ln in errors[first_dataset:])
+    assert {ln.split(":")[0] for ln in lines[len(errors):]} >= WARNED
 
 
 def test_facts_reused_with_another_config(bad_ds: Dataset, bad_report: ValidationReport) -> None:
     facts = bad_report.facts
     assert not facts.set_index("path").loc["b/nan.wav", "finite"]
-    cfg = ValidateConfig(min_per_class=1, sample_rates=[16000], min_duration_s=0.001)
+    # A sample rate outside the list is a warning by default; made an error here.
+    cfg = ValidateConfig(min_per_class=1, sample_rates=[16000], min_duration_s=0.001,
+                         severity={"sample_rate": "error", "clipping": "off"})
     report = validate(bad_ds, cfg, facts=facts, progress=False)
-    reasons = dict(report.problems)
-    assert "sample rate 8000 Hz not allowed (16000 Hz)" in reasons["a/a2.wav"]
-    assert "b/short.wav" not in {p for p, r in report.problems if "short" in r}
+    reasons = {p.path: p.reason for p in report.problems}
+    assert reasons["a/a2.wav"] == "sample rate 8000 Hz not in 16000 Hz (resampled)"
+    assert "b/short.wav" not in {p.path for p in report.problems if "short" in p.reason}
+    assert "clipping" not in {p.check for p in report.problems} and "clipping" not in report.summary["expectations"]
     # Every file now fails, so no class keeps a usable recording.
-    assert (DATASET, "0 class(es) with usable recordings []; need at least 2") in report.problems
+    assert Problem(DATASET, "n_classes", "error", "0 class(es) with usable recordings []; need at least 2") \
+        in report.problems
 
 
 def test_single_class_is_a_dataset_problem(clean_ds: Dataset) -> None:
     one = Dataset(clean_ds.root, clean_ds.files[clean_ds.files["label"] == "a"], "x")
     report = validate(one, ValidateConfig(min_per_class=1), progress=False)
     assert report.problems == [
-        (DATASET, "1 class(es) with usable recordings ['a']; need at least 2")
+        Problem(DATASET, "n_classes", "error", "1 class(es) with usable recordings ['a']; need at least 2")
     ]
 
 
