@@ -248,3 +248,24 @@ def test_gx_stays_quiet(clean_ds: Dataset, capfd: pytest.CaptureFixture, caplog)
     out, err = capfd.readouterr()
     assert out == "" and err == "", (out, err)  # no GX progress bars or prints
     assert not [r for r in caplog.records if r.name.startswith("great_expectations")]
+
+
+@pytest.mark.parametrize(("name", "fmt", "subtype", "sr", "channels"), [
+    ("a.flac", "FLAC", "PCM_24", 16000, 1),
+    ("a.ogg", "OGG", "VORBIS", 22050, 2),
+    ("a.aiff", "AIFF", "PCM_16", 8000, 1),
+    ("a.mp3", "MP3", "MPEG_LAYER_III", 16000, 1),  # libsndfile >= 1.1 reads and writes MP3
+])
+def test_every_format_soundfile_reads_is_measured(tmp_path: Path, name, fmt, subtype, sr, channels) -> None:
+    import soundfile as sf
+
+    if fmt not in sf.available_formats():
+        pytest.skip(f"this libsndfile has no {fmt}")
+    signal = tone(440, 0.5, sr)
+    sf.write(tmp_path / name, np.stack([signal] * channels, 1) if channels > 1 else signal, sr,
+             format=fmt, subtype=subtype)
+    f = file_facts(tmp_path / name)
+    assert f["readable"] and f["error"] == "" and f["truncation"] == "", f
+    assert (f["sample_rate"], f["channels"]) == (sr, channels)
+    assert f["duration_s"] == pytest.approx(0.5, abs=0.06)  # MP3 frames pad a little
+    assert -15 < f["rms_dbfs"] < -8
