@@ -114,7 +114,8 @@ def test_validate_dir_works_on_any_manifest_and_leaves_no_trace(tmp_path: Path, 
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     env = os.environ | {"TMPDIR": str(scratch)}
     p = audioflow("validate", str(data), "-q", cwd=tmp_path, env=env)
-    assert "validate: passed: 10 of 10 listed recordings used, 0 warning(s); report: outputs/validation_report.html" in p.stderr
+    assert ("validate: passed: 10 of 10 listed recordings used, 0 warning(s); "
+            "report: outputs/validation_report.html") in p.stderr
     assert "data.group_column='patient'" in p.stderr  # said, not silently dropped
     assert (tmp_path / "outputs/validation_report.html").stat().st_size > 0
     assert list(scratch.iterdir()) == []  # the scratch ingest is gone
