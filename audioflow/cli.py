@@ -218,6 +218,11 @@ def print_summary(dataset_json: Path, outputs: Path, seconds: float) -> None:
           f"({', '.join(ds['labels'])}), {groups}")
     for warning in ds.get("warnings", []):
         print(f"warning      {warning}")
+    if (report := outputs / "validation_report.json").is_file():
+        v = json.loads(report.read_text())["summary"]
+        left_out = f", {v['n_quarantined']} left out (quarantine.csv)" if v.get("n_quarantined") else ""
+        print(f"validation   {v['n_used']} of {v['n_listed']} listed recordings used{left_out}, "
+              f"{v['n_warnings']} warning(s): {report.with_suffix('.html')}")
     print(f"split        train {s['train']} / val {s['val']} / test {s['test']} recordings")
     print(f"test         accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
           f"balanced accuracy {metrics['balanced_accuracy']:.3f}")

@@ -212,6 +212,8 @@ def test_whole_pipeline_under_both_policies(corpus: Path, tmp_path: Path):
     assert set(split["path"]) == used and set(index["path"]) == used  # every valid recording, nothing else
     summary = json.loads((project / "outputs/validation_report.json").read_text())["summary"]
     assert summary["n_used"] == len(used) and summary["n_used"] + summary["n_quarantined"] == summary["n_listed"]
+    assert (f"validation   {len(used)} of 27 listed recordings used, {len(LEFT_OUT)} left out (quarantine.csv)"
+            in done.stdout), done.stdout
     assert json.loads((project / "outputs/metrics.json").read_text())["split"]["test"] > 0
     for name in ("files", "label_counts"):  # the GX suites and GX's own results, beside the report
         suite = json.loads((project / f"artifacts/validate/gx_{name}_suite.json").read_text())
