@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.inference_speed import calibration_clips, ort_session, timed_calls
+from benchmarks.inference_speed import calibration_clips, ort_session, profiled_events, timed_calls
 
 REPO = Path(__file__).resolve().parents[1]
 COMPUTE_OPS = {"Conv", "MatMul", "FusedMatMul", "Gemm", "STFT", "DFT"}
@@ -132,11 +132,7 @@ def export_front_end(module, spec, out: Path) -> Path:
 
 
 def profile_ops(path: Path, batch: np.ndarray, runs: int, work: Path) -> dict[str, float]:
-    session = ort_session(path, 1, profile_prefix=str(work / f"profile-{path.stem}"))
-    name = session.get_inputs()[0].name
-    for _ in range(runs):
-        session.run(None, {name: batch})
-    events = json.loads(Path(session.end_profiling()).read_text())
+    events = profiled_events(path, batch, runs, work)
     by_op: dict[str, float] = defaultdict(float)
     for e in events:
         if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):

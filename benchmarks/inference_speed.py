@@ -122,6 +122,15 @@ def engines_for(eager, fp32: Path, int8: Path, threads: int | None) -> dict:
     return {"eager": eager_fn} | {k: ort_fn(s) for k, s in sessions.items()}
 
 
+def profiled_events(path: Path, batch: np.ndarray, runs: int, work: Path) -> list[dict]:
+    """ORT's profiler events for ``runs`` calls on ``batch`` at one thread (files under ``work``)."""
+    session = ort_session(path, 1, profile_prefix=str(work / f"profile-{path.stem}"))
+    name = session.get_inputs()[0].name
+    for _ in range(runs):
+        session.run(None, {name: batch})
+    return json.loads(Path(session.end_profiling()).read_text())
+
+
 def profile_split(path: Path, batch: np.ndarray, runs: int, work: Path) -> dict[str, float]:
     """Share of node time in the front-end vs the classifier, from ORT's profiler."""
     import onnx
@@ -129,11 +138,7 @@ def profile_split(path: Path, batch: np.ndarray, runs: int, work: Path) -> dict[
     from audioflow.quantize import frontend_nodes
 
     front = set(frontend_nodes(onnx.load(str(path))))
-    session = ort_session(path, 1, profile_prefix=str(work / f"profile-{path.stem}"))
-    name = session.get_inputs()[0].name
-    for _ in range(runs):
-        session.run(None, {name: batch})
-    events = json.loads(Path(session.end_profiling()).read_text())
+    events = profiled_events(path, batch, runs, work)
     split: dict[str, float] = defaultdict(float)
     by_op: dict[str, float] = defaultdict(float)
     for e in events:

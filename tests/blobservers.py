@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.s3server import free_ports
+from tests.s3server import files_and_keys, free_ports, ready_or_stopped, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 GCS_EMULATOR = Path(sys.executable).parent / "gcp-storage-emulator"
@@ -61,13 +61,7 @@ class BlobServer:
             proc = subprocess.Popen(cls.command(port, workdir), cwd=workdir, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=os.environ | {"TMPDIR": str(workdir), "HOME": str(workdir)})
-        server = cls(proc, port, log)
-        try:
-            server._wait_ready(timeout)
-        except BaseException:
-            server.stop()
-            raise
-        return server
+        return ready_or_stopped(cls(proc, port, log), timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         """Until a bucket can be made and an object written and read back."""
@@ -103,23 +97,14 @@ class BlobServer:
     def upload(self, local: Path, url: str) -> None:
         """Every file under the folder ``local`` to ``url`` (same relative keys)."""
         fs = self.fs()
-        base = url.split("://", 1)[1].rstrip("/")
-        for p in sorted(local.rglob("*")):
-            if p.is_file():
-                fs.pipe(f"{base}/{p.relative_to(local).as_posix()}", p.read_bytes())
+        for p, key in files_and_keys(local, url):
+            fs.pipe(key, p.read_bytes())
 
     def tail(self, n: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
     def stop(self, grace: float = 5.0) -> None:
-        """Terminate by process id; kill if it has not exited after ``grace`` seconds."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+        stop_process(self.proc, grace)
 
     def __enter__(self):
         return self

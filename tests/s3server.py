@@ -44,6 +44,35 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Terminate by process id; kill if it has not exited after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def ready_or_stopped(server, timeout: float):
+    """``server`` once its ``_wait_ready`` passed; stopped (and the error raised) otherwise."""
+    try:
+        server._wait_ready(timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def files_and_keys(local: Path, url: str):
+    """(file, key) for every file under the folder ``local``, its key under ``scheme://bucket/prefix``."""
+    base = url.split("://", 1)[1].rstrip("/")
+    for p in sorted(local.rglob("*")):
+        if p.is_file():
+            yield p, f"{base}/{p.relative_to(local).as_posix()}"
+
+
 @dataclass
 class S3Server:
     endpoint: str
@@ -94,12 +123,7 @@ class S3Server:
         server.sockets = [Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock") for name, port in
                           (("master", master_grpc), ("volume", volume_grpc), ("filer", filer_grpc),
                            ("s3", s3_grpc))]
-        try:
-            server._wait_ready(timeout)
-        except BaseException:
-            server.stop()
-            raise
-        return server
+        return ready_or_stopped(server, timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         """Until a bucket can be created and an object written and read back (volumes up)."""
@@ -156,20 +180,11 @@ class S3Server:
     def upload(self, local: Path, url: str) -> None:
         """Every file under the folder ``local`` to ``s3://bucket/prefix`` (same relative keys)."""
         fs = self.fs()
-        base = url.removeprefix("s3://").rstrip("/")
-        for p in sorted(local.rglob("*")):
-            if p.is_file():
-                fs.put_file(str(p), f"{base}/{p.relative_to(local).as_posix()}")
+        for p, key in files_and_keys(local, url):
+            fs.put_file(str(p), key)
 
     def stop(self, grace: float = 5.0) -> None:
-        """Terminate by process id; kill if it has not exited after ``grace`` seconds."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+        stop_process(self.proc, grace)
         for sock in self.sockets:
             sock.unlink(missing_ok=True)
 
