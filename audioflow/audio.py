@@ -62,7 +62,7 @@ def read(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode to float32 of shape [frames, channels] in [-1, 1] and the native rate."""
     if storage.is_url(path):
         # One request for the whole object: recordings are decoded whole anyway.
-        return decode(_fetch(path), path)
+        return decode(fetch(path), path)
     else:
         p = Path(path)
         try:
@@ -148,7 +148,7 @@ def frame_windows(signal: np.ndarray, window: int, hop: int) -> np.ndarray:
     return out
 
 
-def _fetch(url: str) -> bytes:
+def fetch(url: str) -> bytes:
     """The bytes of an object; AudioError (naming the URL) when absent, empty or unreachable."""
     fs, path = storage.url_to_fs(url)
     try:
@@ -231,8 +231,3 @@ def wav_truncation(head: bytes, size: int) -> str:
             return f"truncated: the WAV header promises {declared} data bytes, the file holds {held}"
         pos += 8 + declared + (declared & 1)  # chunks are padded to an even size
     return ""
-
-
-def fetch(url: str) -> bytes:
-    """The bytes of an object in object storage (AudioError naming the URL if it cannot be had)."""
-    return _fetch(url)

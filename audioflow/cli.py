@@ -137,6 +137,13 @@ def cmd_validate(args) -> int:
         return _validate(params, Path(scratch) / "ingest", out, lay.outputs, args.quiet)
 
 
+def _print_problems(problems, left_out: set[str] = frozenset()) -> None:
+    """``path: reason``, one per line; warnings and quarantined errors say so at the end."""
+    for p in problems:
+        print(f"{p.line()} (warning)" if p.severity != "error" else
+              f"{p.line()} (left out)" if p.path in left_out else p.line())
+
+
 def _validate(params, dataset: Path, out: Path, outputs: Path, quiet: bool) -> int:
     """Every problem as ``path: reason`` on stdout (errors, then warnings), a per-class summary
     table and the verdict on stderr; exit 1 when an error stands."""
@@ -147,17 +154,13 @@ def _validate(params, dataset: Path, out: Path, outputs: Path, quiet: bool) -> i
     try:
         report = stages.validate(params, dataset, out, publish_to=outputs, progress=not quiet)
     except DataValidationError as exc:
-        for p in exc.problems:
-            print(p.line() if p.severity == "error" else f"{p.line()} (warning)")
+        _print_problems(exc.problems)
         if not quiet:
             say(summary_table(exc.report))
         errors = sum(p.severity == "error" for p in exc.problems)
         say(f"validate: FAILED, {errors} error(s), {len(exc.problems) - errors} warning(s); report: {report_html}")
         return 1
-    left_out = set(report.quarantined)
-    for p in report.problems:
-        print(f"{p.line()} (warning)" if p.severity != "error" else
-              f"{p.line()} (left out)" if p.path in left_out else p.line())
+    _print_problems(report.problems, left_out=set(report.quarantined))
     if not quiet:
         say(summary_table(report))
     s = report.summary

@@ -265,13 +265,16 @@ def _from_folders(root: DataRoot) -> pd.DataFrame:
     return df
 
 
-def unlisted_files(root: DataRoot, listed: set[str]) -> list[str]:
-    """Audio files under ``root`` (outside hidden folders) that the manifest does not name."""
+def unlisted_files(root: DataRoot, listed: set[str], listing: dict[str, int] | None = None) -> list[str]:
+    """Audio files under ``root`` (outside hidden folders) that the manifest does not name.
+
+    ``listing``: an object store's ``files()`` already fetched.
+    """
     if (local := root.local) is not None:
         found = (f.relative_to(local).as_posix() for f in local.rglob("*")
                  if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
     else:
-        found = iter(root.files())
+        found = iter(root.files() if listing is None else listing)
     return sorted(rel for rel in found if rel not in listed and PurePosixPath(rel).suffix.lower() in AUDIO_SUFFIXES
                   and not any(part.startswith(".") for part in PurePosixPath(rel).parts))
 
@@ -289,13 +292,14 @@ def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
     root = DataRoot(cfg.root)
     df, warnings, problems = read_manifest(cfg)
     n_listed = len(df) + sum("line" in p for p in problems)  # + the lines left out
-    sizes = root.sizes(df["path"])
+    listing = root.files() if root.local is None and cfg.manifest else None  # one listing for both
+    sizes = root.sizes(df["path"], listing)
     missing = [p for p in df["path"] if p not in sizes]
     problems += [_problem(p, "missing", "file not found") for p in missing]
     if cfg.manifest and len(df):  # class folders list every file there is
         name = PurePosixPath(cfg.manifest).name
         problems += [_problem(p, "unlisted", f"audio file under the data root that {name} does not list")
-                     for p in unlisted_files(root, set(df["path"]))]
+                     for p in unlisted_files(root, set(df["path"]), listing)]
     df = df[~df["path"].isin(missing)]
     if df.empty:
         shown = "\n".join(f"{p['path']}: {p['reason']}" for p in problems[:50])

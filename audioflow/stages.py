@@ -167,8 +167,6 @@ def ingest(params: Params, out: Path, *, progress: bool = True, publish_to: Path
 
 def validate(params: Params, dataset: Path, out: Path, *, progress: bool = True, publish_to: Path | None = None):
     """Validate; write report.json/.html (and publish them, failed or not); raise if the data fails."""
-    import pandas as pd
-
     from audioflow.manifest import Dataset
     from audioflow.validation import validate as _validate
 
@@ -177,10 +175,7 @@ def validate(params: Params, dataset: Path, out: Path, *, progress: bool = True,
         report.to_json(tmp / "report.json")
         report.to_html(tmp / "report.html")
         report.facts.to_csv(tmp / "facts.csv", index=False)
-        reasons = {p.path: p.reason for p in reversed(report.errors)}
-        reasons |= {p.path: p.reason for p in reversed(report.problems) if p.path not in reasons}
-        pd.DataFrame({"path": report.quarantined, "reason": [reasons.get(q, "") for q in report.quarantined]}
-                     ).to_csv(tmp / "quarantine.csv", index=False)
+        report.quarantine_table().to_csv(tmp / "quarantine.csv", index=False)
         for name, kept in report.gx.items():  # the Great Expectations suites and GX's own results
             for part in ("suite", "result"):
                 (tmp / f"gx_{name}_{part}.json").write_text(json.dumps(kept[part], indent=2) + "\n")

@@ -99,11 +99,14 @@ class DataRoot:
         with fs.open(f"{path}/{rel}", "rb") as f:
             yield f
 
-    def sizes(self, rels) -> dict[str, int]:
-        """Size in bytes of each of ``rels`` that exists as a file; absent ones are left out."""
+    def sizes(self, rels, listing: dict[str, int] | None = None) -> dict[str, int]:
+        """Size in bytes of each of ``rels`` that exists as a file; absent ones are left out.
+
+        ``listing``: an object store's ``files()`` already fetched (one listing serves both).
+        """
         if (local := self.local) is not None:
             return {rel: (local / rel).stat().st_size for rel in rels if (local / rel).is_file()}
-        listing = self.files()
+        listing = self.files() if listing is None else listing
         return {rel: listing[rel] for rel in rels if rel in listing}
 
     def files(self) -> dict[str, int]:

@@ -229,6 +229,13 @@ class ValidationReport:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(render_html(self.to_dict()))
 
+    def quarantine_table(self) -> pd.DataFrame:
+        """The entries left out, each with its first reason (errors come first)."""
+        reasons: dict[str, str] = {}
+        for p in self.problems:
+            reasons.setdefault(p.path, p.reason)
+        return pd.DataFrame({"path": self.quarantined, "reason": [reasons.get(q, "") for q in self.quarantined]})
+
     def raise_if_failed(self) -> None:
         if not self.ok:
             raise DataValidationError(self.problems, self.summary.get("root"), report=self)
@@ -387,56 +394,53 @@ def _file_checks(gx: Any, cfg: ValidateConfig, table: pd.DataFrame) -> list[_Che
     # error alone, not also "duration nan out of range". (A GX condition, not a bool test.)
     decoded = Column("readable") == True
 
-    def check(key: str, exp_cls: Any, reason: ReasonFn, **kw: Any) -> _Check:
-        return _Check(key, exp_cls(meta={"check": key, "severity": cfg.severity_of(key)}, **kw), reason)
-
     checks = [
-        check("readable", E.ExpectColumnValuesToBeInSet, lambda r: r["error"] or "unreadable",
+        _check(cfg, "readable", E.ExpectColumnValuesToBeInSet, lambda r: r["error"] or "unreadable",
               column="readable", value_set=[True]),
-        check("truncated", E.ExpectColumnValuesToBeInSet, lambda r: r["truncation"],
+        _check(cfg, "truncated", E.ExpectColumnValuesToBeInSet, lambda r: r["truncation"],
               column="truncation", value_set=[""], row_condition=decoded),
-        check("channels", E.ExpectColumnValuesToBeBetween,
+        _check(cfg, "channels", E.ExpectColumnValuesToBeBetween,
               lambda r: f"{r['channels']} channels (allowed 1 to {cfg.max_channels})",
               column="channels", min_value=1, max_value=cfg.max_channels, row_condition=decoded),
-        check("multichannel", E.ExpectColumnValuesToBeBetween,
+        _check(cfg, "multichannel", E.ExpectColumnValuesToBeBetween,
               lambda r: f"{r['channels']} channels: mixed down to mono",
               column="channels", max_value=1, row_condition=decoded),
-        check("duration", E.ExpectColumnValuesToBeBetween, lambda r: _duration_reason(r, cfg),
+        _check(cfg, "duration", E.ExpectColumnValuesToBeBetween, lambda r: _duration_reason(r, cfg),
               column="duration_s", min_value=cfg.min_duration_s, max_value=cfg.max_duration_s,
               row_condition=decoded),
-        check("silence", E.ExpectColumnValuesToBeBetween, lambda r: _silence_reason(r, cfg),
+        _check(cfg, "silence", E.ExpectColumnValuesToBeBetween, lambda r: _silence_reason(r, cfg),
               column="rms_dbfs", min_value=cfg.silence_dbfs, row_condition=decoded),
-        check("low_level", E.ExpectColumnValuesToBeBetween,
+        _check(cfg, "low_level", E.ExpectColumnValuesToBeBetween,
               lambda r: f"low level: RMS {r['rms_dbfs']:.1f} dBFS (below {cfg.low_level_dbfs:g} dBFS)",
               column="rms_dbfs", min_value=cfg.low_level_dbfs,
               row_condition=decoded & (Column("rms_dbfs") >= cfg.silence_dbfs)),
-        check("clipping", E.ExpectColumnValuesToBeBetween,
+        _check(cfg, "clipping", E.ExpectColumnValuesToBeBetween,
               lambda r: f"clipped: {r['clipped_fraction']:.1%} of samples at full scale "
               f"(max {cfg.max_clipped_fraction:.1%})",
               column="clipped_fraction", max_value=cfg.max_clipped_fraction,
               row_condition=decoded),
-        check("conflict", E.ExpectColumnValuesToBeBetween,
+        _check(cfg, "conflict", E.ExpectColumnValuesToBeBetween,
               lambda r: _mislabel_reason(r, table),
               column="content_labels", max_value=1, row_condition=decoded),
-        check("duplicate", E.ExpectColumnValuesToBeBetween,
+        _check(cfg, "duplicate", E.ExpectColumnValuesToBeBetween,
               lambda r: _leak_reason(r, table),
               column="content_split_units", max_value=1, row_condition=decoded),
     ]  # fmt: skip
     if cfg.sample_rates:
         allowed = ", ".join(str(s) for s in sorted(cfg.sample_rates))
         checks.append(
-            check("sample_rate", E.ExpectColumnValuesToBeInSet,
+            _check(cfg, "sample_rate", E.ExpectColumnValuesToBeInSet,
                   lambda r: f"sample rate {r['sample_rate']} Hz not in {allowed} Hz (resampled)",
                   column="sample_rate", value_set=sorted(cfg.sample_rates),
                   row_condition=decoded)
         )  # fmt: skip
     if cfg.labels:
         checks.append(
-            check("label_allowed", E.ExpectColumnValuesToBeInSet,
+            _check(cfg, "label_allowed", E.ExpectColumnValuesToBeInSet,
                   lambda r: f"label {r['label']!r} not in allowed set {sorted(cfg.labels)}",
                   column="label", value_set=sorted(cfg.labels))
         )  # fmt: skip
-    return [c for c in checks if cfg.severity_of(c.key) != "off"]
+    return _in_use(cfg, checks)
 
 
 def _duration_reason(r: pd.Series, cfg: ValidateConfig) -> str:
@@ -555,28 +559,30 @@ def _dataset_checks(gx: Any, cfg: ValidateConfig, counts: pd.DataFrame) -> list[
         names = " and ".join(f"{o.label!r} ({o.listed} listed)" for o in same.itertuples())
         return f"labels {names} differ only in case, spaces or punctuation: one class under several names?"
 
-    def meta(key: str) -> dict[str, str]:
-        return {"check": key, "severity": cfg.severity_of(key)}
-
-    checks = [
-        _Check("min_per_class",
-               E.ExpectColumnValuesToBeBetween(column="usable", min_value=cfg.min_per_class,
-                                               meta=meta("min_per_class")), few),
-        _Check("n_classes",
-               E.ExpectTableRowCountToBeBetween(min_value=2, row_condition=Column("usable") > 0,
-                                                meta=meta("n_classes")), n_classes),
-        _Check("similar_labels",
-               E.ExpectColumnValuesToBeBetween(column="spellings", max_value=1, meta=meta("similar_labels")),
-               similar),
-    ]  # fmt: skip
-    return [c for c in checks if cfg.severity_of(c.key) != "off"]
+    return _in_use(cfg, [
+        _check(cfg, "min_per_class", E.ExpectColumnValuesToBeBetween, few,
+               column="usable", min_value=cfg.min_per_class),
+        _check(cfg, "n_classes", E.ExpectTableRowCountToBeBetween, n_classes,
+               min_value=2, row_condition=Column("usable") > 0),
+        _check(cfg, "similar_labels", E.ExpectColumnValuesToBeBetween, similar, column="spellings", max_value=1),
+    ])  # fmt: skip
 
 
 def _group_checks(gx: Any, cfg: ValidateConfig) -> list[_Check]:
-    check = _Check("group_labels", gx.expectations.ExpectColumnValuesToBeBetween(
-        column="n_labels", max_value=1, meta={"check": "group_labels", "severity": cfg.severity_of("group_labels")}),
-        lambda r: f"group {r['group']!r} has recordings under {r['n_labels']} labels: {r['labels']}")
-    return [check] if cfg.severity_of("group_labels") != "off" else []
+    return _in_use(cfg, [_check(
+        cfg, "group_labels", gx.expectations.ExpectColumnValuesToBeBetween,
+        lambda r: f"group {r['group']!r} has recordings under {r['n_labels']} labels: {r['labels']}",
+        column="n_labels", max_value=1)])
+
+
+def _check(cfg: ValidateConfig, key: str, exp_cls: Any, reason: ReasonFn, **kw: Any) -> _Check:
+    """One check: its GX expectation carries the check's name and severity in ``meta``."""
+    return _Check(key, exp_cls(meta={"check": key, "severity": cfg.severity_of(key)}, **kw), reason)
+
+
+def _in_use(cfg: ValidateConfig, checks: list[_Check]) -> list[_Check]:
+    """The checks whose severity is not ``off``."""
+    return [c for c in checks if cfg.severity_of(c.key) != "off"]
 
 
 # --------------------------------------------------------------------------- validate
@@ -674,6 +680,7 @@ def _summary(
     errors = [p for p in problems if p.severity == "error"]
     warns = [p for p in problems if p.severity != "error"]
     n_used = int((~table["path"].isin(left_out)).sum())
+    n_error_files = len({p.path for p in errors if p.path != DATASET})
     if n_used + len(left_out) != ds.listed:  # every listed entry is used or left out, with its reason
         raise RuntimeError(f"validation bookkeeping: {n_used} used + {len(left_out)} left out != "
                            f"{ds.listed} listed")
@@ -685,11 +692,11 @@ def _summary(
         "n_readable": int(table["readable"].sum()),
         "n_errors": len(errors),
         "n_warnings": len(warns),
-        "n_error_files": len({p.path for p in errors if p.path != DATASET}),
+        "n_error_files": n_error_files,
         "n_warning_files": len({p.path for p in warns if p.path != DATASET}),
         "n_quarantined": len(left_out),
         "n_used": n_used,
-        "n_failing_files": len({p.path for p in errors if p.path != DATASET}),
+        "n_failing_files": n_error_files,  # the name older reports used
         "n_problems": len(problems),
         "n_dataset_problems": sum(p.path == DATASET for p in problems),
         "per_label": {
