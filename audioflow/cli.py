@@ -14,6 +14,8 @@ audioflow: labelled recordings in, a validated, evaluated ONNX classifier out.
 
 Stages (each reads params.yaml and the previous stage's folder under artifacts/):
   ingest -> validate -> featurize -> split -> train -> evaluate -> export
+With split.strategy kfold, train_fold and evaluate_fold run once per fold (--fold) before
+train, and evaluate reports the folds' mean and std.
 `audioflow run` runs them all; `audioflow predict` serves the exported model.
 """
 
@@ -84,13 +86,32 @@ def _split_counts(table) -> dict:
 DONE = {
     "ingest": lambda ds, _: f"{len(ds.files)} recordings, {len(ds.labels)} classes, fingerprint {ds.fingerprint[:12]}",
     "featurize": lambda f, _: f"{len(f.index)} windows of {f.spec.n_mels}x{f.spec.n_frames} at {f.spec.sample_rate} Hz",
-    "split": lambda table, _: str(_split_counts(table)),
+    "split": lambda table, _: str(_split_counts(table)) if "fold" not in table else _folds_line(table),
     "train": lambda r, _: (f"best epoch {r.best_epoch}, val {r.monitor} {r.best_metric:.4f}, "
                         f"{len(r.history)} epochs in {r.seconds:.1f}s on {r.device}"),
-    "evaluate": lambda m, _: f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on {m['n']} recordings",
+    "evaluate": lambda m, _: (f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on {m['n']} recordings"
+                              if "std" not in m else f"{_cv_line(m)} (mean ± std over folds)"),
     "export": lambda r, lay: (f"{lay.onnx} ({r.get('size_bytes', 0) / 1e6:.2f} MB), ONNX Runtime vs PyTorch "
                          f"max |diff| {r.get('max_abs_diff', float('nan')):.2e}" + _int8_line(r.get("int8"), lay)),
 }
+
+
+def _folds_line(table) -> str:
+    counts = _split_counts(table)
+    per_fold = table["fold"].value_counts().to_dict()
+    per_fold = dict(sorted(per_fold.items(), key=lambda kv: (len(kv[0]), kv[0])))  # 1, 2, ..., 10
+    return (f"folds {per_fold} (recordings each fold tests); "
+            f"final model train {counts['train']} / val {counts['val']}")
+
+
+DONE["train_fold"] = DONE["train"]
+DONE["evaluate_fold"] = DONE["evaluate"]
+
+
+def _cv_line(m: dict) -> str:
+    """Cross-validated figures as mean ± std, e.g. ``accuracy 0.953 ± 0.012, ...``."""
+    return ", ".join(f"{name} {m[key]:.3f} ± {m['std'][key]:.3f}" for key, name in
+                     (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("balanced_accuracy", "balanced accuracy")))
 
 
 def _int8_line(q: dict | None, lay) -> str:
@@ -98,7 +119,8 @@ def _int8_line(q: dict | None, lay) -> str:
         return ""
     verdict = "within" if q["within_target"] else "MISSES"
     return (f"\nexport: INT8 {lay.path('onnx_model') / 'model.int8.onnx'} ({q['size_bytes'] / 1e6:.2f} MB): "
-            f"test macro-F1 {q['test_macro_f1_fp32']:.4f} FP32 vs {q['test_macro_f1_int8']:.4f} INT8, drop "
+            f"{q.get('scored_on', 'test')} macro-F1 {q['test_macro_f1_fp32']:.4f} FP32 vs "
+            f"{q['test_macro_f1_int8']:.4f} INT8, drop "
             f"{q['macro_f1_drop']:+.4f} ({verdict} the {q['max_drop']} target)")
 
 
@@ -107,10 +129,12 @@ def cmd_stage(args) -> int:
     from audioflow import stages
 
     lay = _layout(args)
-    result = stages.run_stage(args.command, _params(args), lay, progress=not args.quiet)
+    fold = getattr(args, "fold", None)
+    result = stages.run_stage(args.command, _params(args), lay, progress=not args.quiet, fold=fold)
     done = DONE.get(args.command)
-    folder = lay.path(stages.STAGES[args.command].output)
-    say(f"{args.command}: {done(result, lay) if done else f'wrote {folder}'}")
+    folder = lay.path(stages.STAGES[args.command].output, fold)
+    which = f"{args.command} (fold {fold})" if fold is not None else args.command
+    say(f"{which}: {done(result, lay) if done else f'wrote {folder}'}")
     return 0
 
 
@@ -200,11 +224,13 @@ def cmd_run(args) -> int:
     from audioflow.stages import STAGES
 
     args.dir, args.out = None, None
-    for name in STAGES:
+    for name, stage in STAGES.items():
         args.command = name
-        rc = _command(name)(args)
-        if rc:
-            return rc
+        for fold in params.split.fold_names if stage.per_fold else [None]:  # no folds: no per-fold stage
+            args.fold = fold
+            rc = _command(name)(args)
+            if rc:
+                return rc
     lay = _layout(args)
     print_summary(lay.path("dataset") / "dataset.json", lay.outputs, time.perf_counter() - t0)
     return 0
@@ -226,9 +252,18 @@ def print_summary(dataset_json: Path, outputs: Path, seconds: float) -> None:
         left_out = f", {v['n_quarantined']} left out (quarantine.csv)" if v.get("n_quarantined") else ""
         print(f"validation   {v['n_used']} of {v['n_listed']} listed recordings used{left_out}, "
               f"{v['n_warnings']} warning(s): {report.with_suffix('.html')}")
-    print(f"split        train {s['train']} / val {s['val']} / test {s['test']} recordings")
-    print(f"test         accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
-          f"balanced accuracy {metrics['balanced_accuracy']:.3f}")
+    if "cross_validation" in metrics:
+        cv = metrics["cross_validation"]
+        print(f"split        {cv['k']} folds ({', '.join(cv['folds'])}): each model tested on its own fold; "
+              f"final model: train {s['train']} / val {s['val']} recordings")
+        print(f"cross-val    {_cv_line(metrics)} (mean ± std over {cv['k']} folds, "
+              f"{metrics['n']} recordings each tested once)")
+        for fold, m in metrics["folds"].items():
+            print(f"  fold {fold:<6} accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f} on {m['n']} recordings")
+    else:
+        print(f"split        train {s['train']} / val {s['val']} / test {s['test']} recordings")
+        print(f"test         accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
+              f"balanced accuracy {metrics['balanced_accuracy']:.3f}")
     print(f"confusion    {outputs / 'confusion_matrix.png'}")
     print(f"model        {outputs / 'model.onnx'}")
     print(f"took         {seconds:.0f}s")
@@ -335,9 +370,15 @@ def cmd_serve(args) -> int:
 def _stage_description(stage) -> str:
     from audioflow.stages import PRODUCER
 
-    reads = ", ".join(f"{a} (artifacts/{PRODUCER[a].folder})" for a in stage.inputs) or "data.root"
+    def where(folder: str) -> str:
+        return "artifacts/" + folder.format(fold="FOLD")
+
+    reads = ", ".join(f"{a} ({where(PRODUCER[a].folder)})" for a in stage.inputs) or "data.root"
+    if stage.reads_folds:
+        folder = where(PRODUCER[stage.reads_folds].folder)
+        reads += f" and, under split.strategy kfold, every fold's {stage.reads_folds} ({folder})"
     text = (f"{stage.help}. Reads {reads}; params.yaml sections {', '.join(stage.sections)}; "
-            f"writes {stage.output} (artifacts/{stage.folder})")
+            f"writes {stage.output} ({where(stage.folder)})")
     if stage.publishes:
         text += "; publishes " + ", ".join(f"OUTPUTS/{dst}" for _, dst in stage.publishes)
     return text + "."
@@ -381,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "is always published to OUTPUTS/validation_report.html")
         else:
             p = sub.add_parser(name, parents=[common], help=stage.help, description=_stage_description(stage))
+        if stage.per_fold:
+            p.add_argument("--fold", required=True, help="which of split.folds (split.strategy: kfold)")
         if name == "export":
             p.add_argument("--int8", action="store_true",
                            help="also write model.int8.onnx (INT8 classifier, float front-end, calibrated on the "

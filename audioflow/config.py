@@ -27,7 +27,8 @@ class DataConfig(_Section):
     path_column: str = "path"
     label_column: str = "label"
     group_column: str | None = None  # recordings that share a group never straddle splits
-    fold_column: str | None = None  # predefined split (train/val/test) for split.strategy=predefined
+    fold_column: str | None = None  # train/val/test per file (split.strategy=predefined) or the
+    # cross-validation fold of each file (split.strategy=kfold: ESC-50's 1-5, UrbanSound8K's 1-10)
 
 
 # Every check validation runs, and how serious a failure is unless validate.severity says
@@ -116,10 +117,33 @@ class FeaturesConfig(_Section):
 
 
 class SplitConfig(_Section):
-    strategy: Literal["stratified", "predefined"] = "stratified"
+    strategy: Literal["stratified", "predefined", "kfold"] = "stratified"
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     seed: int = 42
+    # kfold: the folds' names, one model each (tested on its fold, trained on the others); with
+    # data.fold_column, the values of that column (ESC-50: [1, 2, 3, 4, 5]). A list, not a count,
+    # because dvc.yaml makes one train/evaluate stage per entry (`foreach`).
+    folds: list[int | str] = []
+
+    @model_validator(mode="after")
+    def _folds(self) -> SplitConfig:
+        names = [str(f) for f in self.folds]
+        if self.strategy == "kfold" and len(names) < 2:
+            raise ValueError("split.strategy kfold needs split.folds, two names or more, e.g. [1, 2, 3, 4, 5]")
+        if self.strategy != "kfold" and names:
+            raise ValueError(f"split.folds is set but split.strategy is {self.strategy}: "
+                             "set split.strategy: kfold, or split.folds: []")
+        if len(set(names)) != len(names):
+            raise ValueError(f"split.folds names a fold twice: {names}")
+        bad = [n for n in names if not n or "/" in n or n.startswith(".") or n != n.strip()]
+        if bad:
+            raise ValueError(f"split.folds: {bad} cannot name a folder")
+        return self
+
+    @property
+    def fold_names(self) -> list[str]:
+        return [str(f) for f in self.folds]
 
 
 class ModelConfig(_Section):

@@ -121,20 +121,94 @@ def plot_confusion(cm: pd.DataFrame, path: str | Path, title: str = "Confusion m
 
 
 def write_report(
-    predictions: pd.DataFrame, labels: list[str], out_dir: str | Path, extra: dict | None = None
+    predictions: pd.DataFrame, labels: list[str], out_dir: str | Path, extra: dict | None = None,
+    title: str = "Test set", metrics: dict | None = None,
 ) -> dict:
     """From per-file predictions (columns path, actual, predicted, p_<label>...) write
-    metrics.json, confusion_matrix.csv/.png and predictions.csv; return the metrics."""
+    metrics.json (``metrics``, or those of the predictions), confusion_matrix.csv/.png and
+    predictions.csv; return the metrics."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pos = {lab: i for i, lab in enumerate(labels)}
     y_true = predictions["actual"].map(pos).to_numpy()
     y_pred = predictions["predicted"].map(pos).to_numpy()
-    metrics = classification_metrics(y_true, y_pred, labels)
+    metrics = dict(metrics or classification_metrics(y_true, y_pred, labels))
     metrics.update(extra or {})
     cm = confusion_table(y_true, y_pred, labels)
     cm.to_csv(out / "confusion_matrix.csv")
-    plot_confusion(cm, out / "confusion_matrix.png", title="Test set")
+    plot_confusion(cm, out / "confusion_matrix.png", title=title)
     predictions.to_csv(out / "predictions.csv", index=False)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+SCORES = ("accuracy", "balanced_accuracy", "macro_f1")
+CLASS_SCORES = ("precision", "recall", "f1")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    # The sample standard deviation (ddof=1): the spread one would see over other folds.
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def cross_validation_report(folds: dict[str, Path], out_dir: str | Path, extra: dict | None = None) -> dict:
+    """k-fold evaluation from each fold's ``evaluate_fold`` folder (``{fold: folder}``).
+
+    ``metrics.json``: every metric as the mean over folds (so a gate or a summary reads it like
+    a test-split figure), its standard deviation in ``std``, each fold's figures in ``folds``
+    and those of all recordings pooled in ``pooled``. ``predictions.csv`` holds every recording
+    once, predicted by the model that never saw it (with its ``fold``), and the confusion
+    matrix counts those predictions.
+    """
+    per_fold = {name: json.loads((Path(f) / "metrics.json").read_text()) for name, f in folds.items()}
+    labels = list(next(iter(per_fold.values()))["per_class"])
+    preds = pd.concat([pd.read_csv(Path(f) / "predictions.csv", dtype={"path": str, "actual": str,
+                                                                        "predicted": str}).assign(fold=name)
+                       for name, f in folds.items()], ignore_index=True)
+    pos = {lab: i for i, lab in enumerate(labels)}
+    pooled = classification_metrics(preds["actual"].map(pos).to_numpy(), preds["predicted"].map(pos).to_numpy(),
+                                    labels)
+    metrics: dict = {"n": int(len(preds)), "std": {}, "per_class": {}}
+    for key in SCORES:
+        metrics[key], metrics["std"][key] = _mean_std([m[key] for m in per_fold.values()])
+    metrics["std"]["per_class"] = {}
+    for lab in labels:
+        mean, std = {}, {}
+        for key in CLASS_SCORES:
+            mean[key], std[key] = _mean_std([m["per_class"][lab][key] for m in per_fold.values()])
+        metrics["per_class"][lab] = mean | {"support": sum(m["per_class"][lab]["support"] for m in per_fold.values())}
+        metrics["std"]["per_class"][lab] = std
+    metrics["folds"] = {name: {k: m[k] for k in ("n", *SCORES)} for name, m in per_fold.items()}
+    metrics["pooled"] = {k: pooled[k] for k in SCORES}
+    first = next(iter(per_fold.values()))
+    metrics["cross_validation"] = {"k": len(folds), "folds": list(folds),
+                                   "split": {name: m["split"] for name, m in per_fold.items()}}
+    metrics |= {k: first[k] for k in ("params_hash", "dataset_fingerprint") if k in first} | (extra or {})
+    plot_folds(metrics, Path(out_dir) / "folds.png")
+    return write_report(preds, labels, out_dir, title=f"Out of fold ({len(folds)} folds)", metrics=metrics)
+
+
+def plot_folds(metrics: dict, path: str | Path) -> None:
+    """Each fold's accuracy, balanced accuracy and macro-F1, with the mean and +/- one std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folds = list(metrics["folds"])
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), constrained_layout=True)
+    for i, key in enumerate(SCORES):
+        ys = [metrics["folds"][f][key] for f in folds]
+        xs = np.full(len(ys), i) + np.linspace(-0.25, 0.25, len(ys))
+        ax.scatter(xs, ys, s=22, zorder=3, label=None)
+        for x, y, f in zip(xs, ys, folds):
+            ax.annotate(f, (x, y), fontsize=7, xytext=(2, 2), textcoords="offset points")
+        m, s = metrics[key], metrics["std"][key]
+        ax.errorbar([i], [m], yerr=[s], fmt="_", color="black", markersize=30, capsize=8, zorder=4)
+    ax.set_xticks(range(len(SCORES)), [k.replace("_", " ") for k in SCORES])
+    ax.set_ylabel("score on the held-out fold")
+    ax.set_title(f"{len(folds)}-fold cross-validation: each fold, mean +/- std")
+    ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

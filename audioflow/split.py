@@ -2,6 +2,12 @@
 
 Splitting happens per recording, not per window, so every window of a file (and every file of
 a patient or speaker) lands in the same split and nothing leaks into the evaluation.
+
+``split.strategy: kfold`` assigns every recording to one of ``split.folds`` (by stratified group
+k-fold, or from ``data.fold_column``) and writes one train/val/test table per fold
+(``folds/<name>/split.csv``: test = that fold, val carved by group from the others). The main
+``split.csv`` then holds the final model's split: every recording in train or val, none in
+test, because the folds' models measure it.
 """
 
 from __future__ import annotations
@@ -61,8 +67,17 @@ def _carve(files: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
 
 
 def split_files(files: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
-    """Return ``files`` with a ``split`` column (train/val/test)."""
+    """Return ``files`` with a ``split`` column (train/val/test); under kfold also ``fold``
+    (each recording's test fold), with train/val only in ``split`` (see ``fold_table``)."""
     files = files.reset_index(drop=True).copy()
+    if cfg.strategy == "kfold":
+        files["fold"] = _kfold(files, cfg)
+        fold_tables(files, cfg)  # every fold must make a trainable split
+        split = np.full(len(files), "train", dtype=object)
+        split[_carve(files, cfg.val_fraction, cfg.seed + 1)] = "val"
+        files["split"] = split
+        _check(files, groups_must_not_straddle=True, parts=("train", "val"))
+        return files
     if cfg.strategy == "predefined":
         files["split"] = _predefined(files, cfg)
     else:
@@ -76,6 +91,69 @@ def split_files(files: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
         files["split"] = split
     _check(files, groups_must_not_straddle=cfg.strategy != "predefined")
     return files
+
+
+def _kfold(files: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
+    """The test fold of each recording: the fold column's value, or stratified group k-fold."""
+    names = cfg.fold_names
+    given = files["fold"].astype(str).str.strip()
+    if (given != "").any():
+        # Official folds (ESC-50 1-5, UrbanSound8K 1-10): "1" and "1.0" name the same fold.
+        given = given.map(lambda v: str(int(float(v))) if _integral(v) else v)
+        missing = files.loc[given == "", "path"].tolist()
+        unknown = sorted(set(given[given != ""]) - set(names))
+        if missing or unknown:
+            raise SplitError("; ".join(
+                ([f"{len(missing)} recording(s) have no fold, e.g. {missing[:3]}"] if missing else [])
+                + ([f"fold value(s) {unknown} are not in split.folds {names}"] if unknown else [])))
+        empty = [n for n in names if not (given == n).any()]
+        if empty:
+            raise SplitError(f"split.folds {empty} name no recordings of data.fold_column")
+        return given.to_numpy(dtype=object)
+    groups = _groups(files)
+    largest = int(files["label"].value_counts().max())
+    if len(set(groups)) < len(names) or largest < len(names):
+        raise SplitError(f"{len(names)} folds need at least {len(names)} groups (recordings, or "
+                         f"speakers/patients with data.group_column) and a class with {len(names)} "
+                         f"recordings; there are {len(set(groups))} groups and at most {largest} per class")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # classes with fewer groups than folds: _check says so
+        cv = StratifiedGroupKFold(n_splits=len(names), shuffle=True, random_state=cfg.seed)
+        fold = np.empty(len(files), dtype=object)
+        for name, (_, test) in zip(names, cv.split(np.zeros(len(files)), files["label"].to_numpy(), groups)):
+            fold[test] = name
+    return fold
+
+
+def _integral(value: str) -> bool:
+    try:
+        return float(value).is_integer()
+    except ValueError:
+        return False
+
+
+def fold_table(files: pd.DataFrame, name: str, cfg: SplitConfig) -> pd.DataFrame:
+    """The train/val/test split of one fold: test = the recordings of fold ``name``, val carved
+    by group from the other folds (``split.val_fraction``), train = the rest."""
+    table = files.drop(columns=["split"], errors="ignore").reset_index(drop=True).copy()
+    test = (table["fold"].astype(str) == name).to_numpy()
+    split = np.where(test, "test", "train").astype(object)
+    rest = np.flatnonzero(~test)
+    val = _carve(table.iloc[rest].reset_index(drop=True), cfg.val_fraction, cfg.seed + 1)
+    split[rest[val]] = "val"
+    table["split"] = split
+    try:
+        # Assigned folds keep groups whole by construction; official folds that share a group
+        # are the collection's call, and _check warns.
+        _check(table, groups_must_not_straddle=False)
+    except SplitError as e:
+        raise SplitError(f"fold {name}: {e}") from None
+    return table
+
+
+def fold_tables(files: pd.DataFrame, cfg: SplitConfig) -> dict[str, pd.DataFrame]:
+    """``fold_table`` of every fold in ``split.folds``, in order."""
+    return {name: fold_table(files, name, cfg) for name in cfg.fold_names}
 
 
 def _predefined(files: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
@@ -96,10 +174,10 @@ def _predefined(files: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
     return split
 
 
-def _check(files: pd.DataFrame, groups_must_not_straddle: bool) -> None:
+def _check(files: pd.DataFrame, groups_must_not_straddle: bool, parts: tuple[str, ...] = SPLITS) -> None:
     labels = sorted(files["label"].unique())
     problems = []
-    for name in SPLITS:
+    for name in parts:
         present = set(files.loc[files["split"] == name, "label"])
         missing = [lab for lab in labels if lab not in present]
         if name == "train" and missing:
@@ -115,7 +193,7 @@ def _check(files: pd.DataFrame, groups_must_not_straddle: bool) -> None:
     elif leaking:
         # Predefined folds are the user's call (FSDD's official split shares speakers), but the
         # reader of the test metrics should know they measure seen groups.
-        warnings.warn(f"predefined folds share {len(leaking)} group(s) across splits, e.g. "
+        warnings.warn(f"the collection's folds share {len(leaking)} group(s) across splits, e.g. "
                       f"{leaking[:3]}: test metrics measure groups seen in training", stacklevel=3)
     if problems:
         raise SplitError("; ".join(problems))
@@ -130,12 +208,32 @@ def summary(files: pd.DataFrame) -> dict:
     }
 
 
-def save(files: pd.DataFrame, out_dir: str | Path) -> None:
+def save(files: pd.DataFrame, out_dir: str | Path, folds: dict[str, pd.DataFrame] | None = None) -> None:
+    """``split.csv`` and ``split.json``; with ``folds`` (kfold), each fold's in ``folds/<name>/``,
+    and the main table keeps each recording's test fold."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files[["path", "label", "group", "split"]].to_csv(out / "split.csv", index=False)
-    (out / "split.json").write_text(json.dumps(summary(files), indent=2) + "\n")
+    files[["path", "label", "group", "split", *(["fold"] if folds else [])]].to_csv(out / "split.csv", index=False)
+    info = summary(files) | ({"folds": {name: summary(t)["counts"] for name, t in folds.items()}} if folds else {})
+    (out / "split.json").write_text(json.dumps(info, indent=2) + "\n")
+    for name, table in (folds or {}).items():
+        save(table, out / "folds" / name)
 
 
-def load(in_dir: str | Path) -> pd.DataFrame:
-    return pd.read_csv(Path(in_dir) / "split.csv", dtype=str, keep_default_na=False)
+def load(in_dir: str | Path, fold: str | None = None) -> pd.DataFrame:
+    """The split table; with ``fold``, that fold's (``split.strategy: kfold``)."""
+    folder = Path(in_dir) if fold is None else fold_dir(in_dir, fold)
+    return pd.read_csv(folder / "split.csv", dtype=str, keep_default_na=False)
+
+
+def fold_dir(in_dir: str | Path, fold: str) -> Path:
+    folder = Path(in_dir) / "folds" / str(fold)
+    if not (folder / "split.csv").is_file():
+        raise SplitError(f"{in_dir} has no fold {fold!r}: folds {fold_names(in_dir)} (split.folds, "
+                         "with split.strategy: kfold); rerun `audioflow split` after changing them")
+    return folder
+
+
+def fold_names(in_dir: str | Path) -> list[str]:
+    """The folds a split folder holds, in ``split.folds`` order ([] unless kfold)."""
+    return list(json.loads((Path(in_dir) / "split.json").read_text()).get("folds", {}))

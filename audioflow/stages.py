@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +50,11 @@ class Stage:
     inputs: tuple[str, ...] = ()  # the artifacts it reads
     after: tuple[str, ...] = ()  # artifacts that must exist first, unread: the validation gate
     publishes: tuple[tuple[str, str], ...] = ()  # (file in its folder, file in outputs/)
+    # split.strategy kfold only: one instance per fold (split.folds), each cached on its own;
+    # ``folder`` has a ``{fold}`` field and the function takes ``fold=``.
+    per_fold: bool = False
+    # Under kfold, also reads this per-fold artifact of every fold (keyword ``<artifact>s=``).
+    reads_folds: str | None = None
 
     @property
     def fn(self) -> Callable:
@@ -57,6 +62,7 @@ class Stage:
 
 
 EVALUATION_FILES = ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv")
+FOLDS = "folds"  # under artifacts/: one folder per cross-validation fold
 
 # In pipeline order. Nothing reads unvalidated data: featurize and split read the validation
 # folder, which exists only when validation passed, and leave out what it quarantined.
@@ -71,11 +77,21 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     # Groups and folds arrive through the ingest output; data.* says which columns they were.
     Stage("split", "stratified, group-aware train/val/test split",
           output="split", folder="split", sections=("data", "split"), inputs=("dataset", "validation")),
+    # Cross-validation (split.strategy kfold): a model per fold, tested on that fold alone.
+    Stage("train_fold", "kfold: train the model of one fold (trained on the other folds)",
+          output="fold_model", folder=FOLDS + "/{fold}/train", sections=("model", "train"),
+          inputs=("features", "split"), per_fold=True),
+    Stage("evaluate_fold", "kfold: metrics of one fold's model on the recordings of that fold",
+          output="fold_evaluation", folder=FOLDS + "/{fold}/evaluate", sections=("evaluate",),
+          inputs=("features", "split", "fold_model"), per_fold=True),
+    # The model that is exported: under kfold, trained on every recording (val for early stopping).
     Stage("train", "train the model, keep the best checkpoint (resumes after a crash)",
           output="trained_model", folder="train", sections=("model", "train"), inputs=("features", "split")),
-    Stage("evaluate", "test-set metrics, confusion matrix (CSV + PNG), predictions",
+    Stage("evaluate", "test-set metrics (under kfold: every fold's, mean and std), confusion matrix "
+          "(CSV + PNG), predictions",
           output="evaluation", folder="evaluate", sections=("evaluate",),
-          inputs=("features", "split", "trained_model"), publishes=tuple((f, f) for f in EVALUATION_FILES)),
+          inputs=("features", "split", "trained_model"), publishes=tuple((f, f) for f in EVALUATION_FILES),
+          reads_folds="fold_evaluation"),
     Stage("export", "ONNX export (waveform in, logits out) with a parity check",
           output="onnx_model", folder="export", sections=("export",),
           inputs=("trained_model", "dataset", "split"), publishes=(("model.onnx", "model.onnx"),)),
@@ -109,20 +125,50 @@ class Layout:
     artifacts: Path = Path("artifacts")
     outputs: Path = Path("outputs")
 
-    def path(self, artifact: str) -> Path:
-        """The folder of an artifact (``dataset``, ``features``, ...; see ``STAGES``)."""
-        return self.artifacts / PRODUCER[artifact].folder
+    def path(self, artifact: str, fold: str | None = None) -> Path:
+        """The folder of an artifact (``dataset``, ``features``, ...; see ``STAGES``); of a
+        per-fold artifact, that fold's (without ``fold``: the folder of every fold)."""
+        stage = PRODUCER[artifact]
+        if not stage.per_fold:
+            return self.artifacts / stage.folder
+        return self.artifacts / (FOLDS if fold is None else stage.folder.format(fold=fold))
 
     @property
     def onnx(self) -> Path:
         return self.outputs / "model.onnx"
 
 
-def run_stage(name: str, params: Params, layout: Layout, progress: bool = True, publish: bool = True):
+def run_stage(name: str, params: Params, layout: Layout, progress: bool = True, publish: bool = True,
+              fold: str | None = None):
     """Run one stage on the layout's folders (the CLI and DVC): what ``audioflow <name>`` does."""
     stage = STAGES[name]
-    return stage.fn(params, *(layout.path(a) for a in stage.inputs), layout.path(stage.output),
-                    progress=progress, publish_to=layout.outputs if publish else None)
+    if stage.per_fold != (fold is not None):
+        raise AudioflowError(f"{name}: " + ("--fold names one of split.folds" if stage.per_fold
+                                            else "has no folds"))
+    kwargs = {"fold": str(fold)} if stage.per_fold else {}
+    if stage.reads_folds:  # the folds the split made (split.folds when it ran)
+        from audioflow.split import fold_names
+
+        kwargs[f"{stage.reads_folds}s"] = [layout.path(stage.reads_folds, f) for f in fold_names(layout.path("split"))]
+    result = stage.fn(params, *(layout.path(a, fold) for a in stage.inputs), layout.path(stage.output, fold),
+                      progress=progress, publish_to=layout.outputs if publish else None, **kwargs)
+    if name == "split":
+        write_fold_plan(layout.path("split"), layout.artifacts / FOLDS / FOLD_PLAN)
+    return result
+
+
+FOLD_PLAN = "folds.json"
+
+
+def write_fold_plan(split: Path, path: Path) -> None:
+    """``artifacts/folds/folds.json``: the folds (none unless kfold) and what each tests.
+
+    The folds' folder exists from the split on, with or without folds, so DVC's evaluate stage
+    can depend on it (dvc.yaml: a dependency must exist, and the folds' stages may be none).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = json.loads((split / "split.json").read_text()).get("folds", {})
+    _write_atomic(path, json.dumps({"folds": list(info), "counts": info}, indent=2) + "\n")
 
 
 def _write_params(params: Params, stage: str, out: Path, **resolved) -> None:
@@ -232,8 +278,9 @@ def split(params: Params, dataset: Path, validation: Path, out: Path, *, progres
     from audioflow import split as _split
 
     table = _split.split_files(validated(dataset, validation).files, params.split)
+    folds = _split.fold_tables(table, params.split) if params.split.strategy == "kfold" else None
     with atomic_dir(out) as tmp:
-        _split.save(table, tmp)
+        _split.save(table, tmp, folds)
         _write_params(params, "split", tmp)
     return table
 
@@ -285,13 +332,17 @@ class QualityGateError(AudioflowError, RuntimeError):
     pass
 
 
-def evaluate(params: Params, features: Path, split: Path, trained_model: Path, out: Path, *,
-             progress: bool = True, publish_to: Path | None = None) -> dict:
-    """Score the test split per recording; write metrics, confusion matrix and predictions.
+def train_fold(params: Params, features: Path, split: Path, out: Path, *, fold: str, progress: bool = True,
+               publish_to: Path | None = None, on_checkpoint: Callable[[Path], None] | None = None):
+    """``train`` on one fold's split (``split/folds/<fold>``): that fold is its test set."""
+    from audioflow import split as _split
 
-    The outputs are written before the quality gate judges them, so a run that fails the
-    gate still shows what it measured (in ``out``; only a model that passes is published).
-    """
+    return train(params, features, _split.fold_dir(split, fold), out, progress=progress,
+                 on_checkpoint=on_checkpoint)
+
+
+def _score(features: Path, split: Path, trained_model: Path, tmp: Path, title: str, extra: dict) -> dict:
+    """Score the test part of ``split`` per recording; write the report files into ``tmp``."""
     from audioflow import split as _split
     from audioflow.checkpoint import load_model
     from audioflow.evaluation import file_predictions, rows_for, write_report
@@ -301,18 +352,56 @@ def evaluate(params: Params, features: Path, split: Path, trained_model: Path, o
     table = _split.load(split)
     model, meta = load_model(trained_model / "model")
     preds = file_predictions(model, feats, rows_for(feats, table, "test"), device=next(model.parameters()).device)
-    extra = {
-        "split": _split.summary(table)["counts"],
-        "params_hash": meta.params_hash,
-        "dataset_fingerprint": meta.dataset_fingerprint,
-    }
+    extra = {"split": _split.summary(table)["counts"], "params_hash": meta.params_hash,
+             "dataset_fingerprint": meta.dataset_fingerprint} | extra
+    return write_report(preds, feats.labels, tmp, extra=extra, title=title)
+
+
+def evaluate_fold(params: Params, features: Path, split: Path, fold_model: Path, out: Path, *, fold: str,
+                  progress: bool = True, publish_to: Path | None = None) -> dict:
+    """One fold's model on the recordings of that fold (no gate: ``evaluate`` judges the mean)."""
+    from audioflow import split as _split
+
     with atomic_dir(out) as tmp:
-        metrics = write_report(preds, feats.labels, tmp, extra=extra)
+        metrics = _score(features, _split.fold_dir(split, fold), fold_model, tmp, f"Fold {fold}", {"fold": fold})
+        _write_params(params, "evaluate_fold", tmp)
+    return metrics
+
+
+def evaluate(params: Params, features: Path, split: Path, trained_model: Path, out: Path, *,
+             progress: bool = True, publish_to: Path | None = None,
+             fold_evaluations: Sequence[Path] = ()) -> dict:
+    """Score the test split per recording; write metrics, confusion matrix and predictions.
+
+    Under kfold (``fold_evaluations``: every fold's ``evaluate_fold`` folder, in ``split.folds``
+    order) the figures are the folds': mean and standard deviation of every metric, each
+    fold's, and the confusion matrix and predictions of every recording from the fold that
+    held it out. The outputs are written before the quality gate judges them, so a run that
+    fails the gate still shows what it measured (in ``out``; only a model that passes is
+    published).
+    """
+    from audioflow import split as _split
+    from audioflow.evaluation import cross_validation_report
+
+    folds = _split.fold_names(split)
+    # Each fold's evaluation names its fold (metrics.json), whatever folder it is in.
+    given = {json.loads((Path(f) / "metrics.json").read_text())["fold"]: Path(f) for f in fold_evaluations}
+    if sorted(given) != sorted(folds):
+        raise AudioflowError(f"evaluate: the split has folds {folds} but evaluations of folds {sorted(given)} "
+                             "were given: run evaluate_fold for each of split.folds first")
+    with atomic_dir(out) as tmp:
+        if folds:
+            # The final model's split (train and val only) beside the folds'.
+            metrics = cross_validation_report({f: given[f] for f in folds}, tmp,
+                                              extra={"split": _split.summary(_split.load(split))["counts"]})
+        else:
+            metrics = _score(features, split, trained_model, tmp, "Test set", {})
         _write_params(params, "evaluate", tmp)
     gate = params.evaluate.min_macro_f1
     if metrics["macro_f1"] < gate:
+        what = f"mean macro-F1 over {len(folds)} folds" if folds else "test macro-F1"
         raise QualityGateError(
-            f"test macro-F1 {metrics['macro_f1']:.4f} is below evaluate.min_macro_f1={gate}: "
+            f"{what} {metrics['macro_f1']:.4f} is below evaluate.min_macro_f1={gate}: "
             f"the model is not promoted (see {out / 'confusion_matrix.png'})"
         )
     publish("evaluate", out, publish_to)
@@ -337,6 +426,12 @@ def png_page(path: Path, title: str) -> str:
     return f'<h3>{t}</h3><img alt="{t}" src="data:image/png;base64,{data}"/>'
 
 
+def heldout_part(table, part: str = "test") -> str:
+    """``part``, or val where the split has no test recordings (kfold's final model: the folds
+    measured it, and it never trained on val)."""
+    return part if (table["split"] == part).any() else "val"
+
+
 def heldout_windows(dataset: Path, split: Path, spec, limit: int = 32, part: str = "test") -> list[np.ndarray]:
     """Windows of the recordings of one split part: test audio for the export-time ONNX Runtime
     parity check, validation audio to calibrate INT8 (the test split judges it)."""
@@ -347,7 +442,7 @@ def heldout_windows(dataset: Path, split: Path, spec, limit: int = 32, part: str
     ds = Dataset.load(dataset)
     table = _split.load(split)
     windows: list[np.ndarray] = []
-    for rel in table.loc[table["split"] == part, "path"]:
+    for rel in table.loc[table["split"] == heldout_part(table, part), "path"]:
         signal = audio.load(ds.location(rel), spec.sample_rate)
         windows.extend(audio.frame_windows(signal, spec.window_samples, spec.window_hop_samples))
         if len(windows) >= limit:
@@ -388,19 +483,27 @@ def _int8(params: Params, folder: Path, dataset: Path, split: Path, spec) -> dic
     info = quantize_int8(folder / "model.onnx", folder / "model.int8.onnx",
                          heldout_windows(dataset, split, spec, limit=256, part="val"))
     ds, table = Dataset.load(dataset), _split.load(split)
-    test = [(ds.location(r.path), r.label) for r in table[table["split"] == "test"].itertuples()]
+    part = heldout_part(table)
+    test = [(ds.location(r.path), r.label) for r in table[table["split"] == part].itertuples()]
     f1_fp32, fp32 = test_split_scores(folder / "model.onnx", test)
     f1_int8, int8 = test_split_scores(folder / "model.int8.onnx", test)
     drop = f1_fp32 - f1_int8
     return info | {"test_macro_f1_fp32": round(f1_fp32, 6), "test_macro_f1_int8": round(f1_int8, 6),
                    "macro_f1_drop": round(drop, 6), "max_drop": params.export.int8_max_drop,
                    "within_target": drop <= params.export.int8_max_drop, "n_test_recordings": len(test),
+                   "scored_on": part,
                    "same_label_fraction": round(sum(a == b for a, b in zip(fp32, int8)) / max(len(test), 1), 6)}
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
     tmp = dst.with_name(f".{dst.name}.partial")
     shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _write_atomic(dst: Path, text: str) -> None:
+    tmp = dst.with_name(f".{dst.name}.partial")
+    tmp.write_text(text)
     os.replace(tmp, dst)
 
 

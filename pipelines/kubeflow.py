@@ -27,6 +27,7 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model,
 from pydantic import BaseModel, ConfigDict, Field
 
 from audioflow.config import Params, load_params
+from audioflow.errors import AudioflowError
 from audioflow.stages import STAGES
 
 PIPELINE_NAME = "audioflow-training"
@@ -94,7 +95,7 @@ def configure(params_yaml: str, overrides: dict, data_root: str) -> NamedTuple(
     from audioflow.config import params_from_yaml
 
     params = params_from_yaml(params_yaml, dict(overrides or {}, **{"data.root": data_root}))
-    names = list(stages.STAGES)
+    names = [name for name, stage in stages.STAGES.items() if not stage.per_fold]
     return namedtuple("Sections", names)(*(stages.sections_json(params, s) for s in names))
 
 
@@ -192,7 +193,12 @@ def build_pipeline(params: Params, settings: KfpSettings):
 
     The wiring follows the stage declarations (``audioflow.stages.STAGES``): each component gets
     the artifacts its stage reads, under the same names, and waits for its ``after`` gate.
+    Cross-validation (``split.strategy: kfold``, the per-fold stages) runs under ZenML, DVC and
+    the CLI, not yet here.
     """
+    if params.split.strategy == "kfold":
+        raise AudioflowError("split.strategy kfold (cross-validation) runs with `audioflow run`, ZenML and "
+                             "`dvc repro`; the Kubeflow pipeline trains one model: use stratified or predefined")
     component = {fn.__name__: dsl.component(fn, base_image=settings.image, install_kfp_package=False)
                  for fn in (configure, ingest, validate, featurize, merge_features, split, train, evaluate,
                             export)}
@@ -240,7 +246,7 @@ def build_pipeline(params: Params, settings: KfpSettings):
                         data_root=data_root).outputs
         made, producer = {}, {}  # artifact name -> task output / task
         extra = {"train": {"checkpoint_root": checkpoint_root, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}}
-        for stage in STAGES.values():
+        for stage in (s for s in STAGES.values() if not s.per_fold):
             inputs = {a: made[a] for a in stage.inputs} | extra.get(stage.name, {})
             if stage.name == "featurize" and n_shards > 1:
                 tasks, made[stage.output] = featurize_sharded(sections[stage.name], **inputs)

@@ -174,13 +174,23 @@ def test_each_component_gets_its_own_stage_sections(compiled):
 
     spec, _ = compiled
     outputs = spec.components["comp-configure"].output_definitions.parameters
-    assert set(outputs) == set(STAGES)
+    assert set(outputs) == {name for name, s in STAGES.items() if not s.per_fold}
     for name, task in spec.root.dag.tasks.items():
         if name == "configure":
             continue
         source = task.inputs.parameters["sections"].task_output_parameter
         stage = _stage_of(name)
         assert (source.producer_task, source.output_parameter_key) == ("configure", stage), name
+
+
+def test_kfold_is_refused_with_a_message(tmp_path: Path):
+    """Cross-validation runs under the CLI, ZenML and DVC; this front says so instead of
+    quietly training one model."""
+    p = subprocess.run([str(BIN / "audioflow"), "kubeflow", "compile", str(tmp_path / "p.yaml"),
+                        "--set", "split.strategy=kfold", "--set", "split.folds=[1,2,3]"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and not (tmp_path / "p.yaml").exists()
+    assert "split.strategy kfold" in p.stderr and "ZenML" in p.stderr, p.stderr[-2000:]
 
 
 # A train pod: the component's own function, on artifacts in folders, mirroring its checkpoint to

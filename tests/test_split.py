@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from audioflow.config import SplitConfig
-from audioflow.split import SplitError, split_files, summary
+from audioflow.split import SplitError, fold_names, fold_tables, load, save, split_files, summary
 
 
 def table(n_groups=20, per_group=4, labels=("a", "b", "c"), fold=None):
@@ -66,3 +66,85 @@ def test_predefined_folds_and_val_carved_from_train():
         split_files(bad, SplitConfig(strategy="predefined"))
     with pytest.raises(SplitError, match="needs data.fold_column"):
         split_files(table(), SplitConfig(strategy="predefined"))
+
+
+# --------------------------------------------------------------------------- kfold
+
+
+def kfold(folds=(1, 2, 3, 4), **kw) -> SplitConfig:
+    return SplitConfig(strategy="kfold", folds=list(folds), **kw)
+
+
+def test_kfold_tests_every_recording_once_and_keeps_groups_whole():
+    t = table(n_groups=40)
+    cfg = kfold()
+    main = split_files(t, cfg)
+    tables = fold_tables(main, cfg)
+    assert list(tables) == ["1", "2", "3", "4"]
+    tested = pd.concat([ft.loc[ft.split == "test", ["path"]].assign(fold=name) for name, ft in tables.items()])
+    assert sorted(tested["path"]) == sorted(t["path"])  # each recording in exactly one test fold
+    assert dict(zip(tested["path"], tested["fold"])) == dict(zip(main["path"], main["fold"]))
+    for name, ft in tables.items():
+        assert ft.groupby("group")["split"].nunique().max() == 1, name  # no group in two parts
+        assert set(ft.loc[ft.split == "train", "label"]) == {"a", "b", "c"}, name
+        assert (ft.split == "val").sum() > 0, name
+        # test = this fold only; train and val come from the other folds
+        assert set(ft.loc[ft.split == "test", "path"]) == set(main.loc[main.fold == name, "path"])
+    # Assigned folds never split a group, and are stratified: each fold tests every class.
+    assert main.groupby("group")["fold"].nunique().max() == 1
+    assert all(set(main.loc[main.fold == f, "label"]) == {"a", "b", "c"} for f in "1234")
+    # The final model trains on everything but its validation part: no test.
+    assert set(main["split"]) == {"train", "val"}
+
+
+def test_kfold_official_folds_from_the_fold_column():
+    # ESC-50 style: integers 1-5 in the manifest (read as text, "3.0" included).
+    t = table(n_groups=25, fold=lambda g: f"{g % 5 + 1}" if g != 7 else "3.0")
+    main = split_files(t, kfold(folds=[1, 2, 3, 4, 5]))
+    expect = [str(int(float(v))) for v in t["fold"]]
+    assert main["fold"].tolist() == expect
+    tables = fold_tables(main, kfold(folds=[1, 2, 3, 4, 5]))
+    for name, ft in tables.items():
+        assert set(ft.loc[ft.split == "test", "path"]) == set(t.loc[main.fold == name, "path"])
+
+
+def test_kfold_fold_column_problems_are_named():
+    with pytest.raises(SplitError, match=r"fold value\(s\) \['6'\] are not in split.folds"):
+        split_files(table(n_groups=25, fold=lambda g: f"{g % 6 + 1}"), kfold(folds=[1, 2, 3, 4, 5]))
+    with pytest.raises(SplitError, match=r"1 recording\(s\) have no fold|4 recording\(s\) have no fold"):
+        split_files(table(n_groups=25, fold=lambda g: "" if g == 3 else f"{g % 5 + 1}"), kfold(folds=[1, 2, 3, 4, 5]))
+    with pytest.raises(SplitError, match=r"split.folds \['5'\] name no recordings"):
+        split_files(table(n_groups=24, fold=lambda g: f"{g % 4 + 1}"), kfold(folds=[1, 2, 3, 4, 5]))
+
+
+def test_kfold_too_few_groups_and_untrainable_folds_are_clear_errors():
+    with pytest.raises(SplitError, match="5 folds need at least 5 groups"):
+        split_files(table(n_groups=4, labels=("a", "b")), kfold(folds=[1, 2, 3, 4, 5]))
+    # Official folds that put a whole class in one fold leave that fold's model without it.
+    with pytest.raises(SplitError, match=r"fold 1: classes with no training recordings: \['c'\]"):
+        split_files(table(n_groups=30, fold=lambda g: "1" if g % 3 == 2 else f"{g % 2 + 1}"), kfold(folds=[1, 2]))
+
+
+def test_kfold_saved_and_loaded_per_fold(tmp_path):
+    cfg = kfold(folds=["x", "y", "z"])
+    main = split_files(table(n_groups=30), cfg)
+    tables = fold_tables(main, cfg)
+    save(main, tmp_path, tables)
+    assert fold_names(tmp_path) == ["x", "y", "z"]
+    assert load(tmp_path)["fold"].tolist() == main["fold"].tolist()
+    for name, ft in tables.items():
+        assert load(tmp_path, name)["split"].tolist() == ft["split"].tolist()
+    with pytest.raises(SplitError, match="has no fold 'w'"):
+        load(tmp_path, "w")
+
+
+@pytest.mark.parametrize(("split", "message"), [
+    ({"strategy": "kfold"}, "needs split.folds"),
+    ({"strategy": "kfold", "folds": [1]}, "needs split.folds"),
+    ({"strategy": "stratified", "folds": [1, 2]}, "split.strategy is stratified"),
+    ({"strategy": "kfold", "folds": [1, "1"]}, "names a fold twice"),
+    ({"strategy": "kfold", "folds": ["a/b", "c"]}, "cannot name a folder"),
+])
+def test_kfold_config_errors(split, message):
+    with pytest.raises(ValueError, match=message):
+        SplitConfig(**split)

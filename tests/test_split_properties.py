@@ -8,6 +8,8 @@ What the module promises, and what is tested here:
   ``SplitError``; for those examples the test asserts that error and its message.
 * predefined: the fold column (any accepted spelling) is the split, exactly; a column without
   val gets val carved from train, by group.
+* kfold: every recording is tested in exactly one fold; in each fold's split no group straddles
+  train/val/test and every class is in train; the final model's split has no test part.
 * errors.py: a problem with the user's data is an ``AudioflowError``; anything else is a bug.
 
 Hypothesis runs derandomized and without its example database, so CI is deterministic and
@@ -25,7 +27,7 @@ from hypothesis import strategies as st
 
 from audioflow.config import SplitConfig
 from audioflow.errors import AudioflowError
-from audioflow.split import SplitError, split_files
+from audioflow.split import SplitError, fold_tables, split_files
 
 SETTINGS = settings(
     max_examples=150,
@@ -38,7 +40,7 @@ SETTINGS = settings(
 # split.py warns (and carries on) when val/test lack a class or predefined folds share a group.
 pytestmark = [
     pytest.mark.filterwarnings("ignore:(val|test) split has no recordings of:UserWarning"),
-    pytest.mark.filterwarnings("ignore:predefined folds share:UserWarning"),
+    pytest.mark.filterwarnings("ignore:the collection's folds share:UserWarning"),
 ]
 
 SPLITS = {"train", "val", "test"}
@@ -220,3 +222,30 @@ def test_bad_data_fails_only_with_split_error(files, cfg):
         split_files(files, cfg)
     except AudioflowError:
         pass
+
+
+KFOLD_IMPOSSIBLE = rf"{IMPOSSIBLE}|\d+ folds need at least \d+ groups"
+
+
+@SETTINGS
+@given(files=manifests(), cfg=split_configs, k=st.integers(2, 6))
+def test_kfold_invariants(files, cfg, k):
+    cfg = cfg.model_copy(update={"strategy": "kfold", "folds": list(range(1, k + 1))})
+    try:
+        out = split_files(files, cfg)
+    except SplitError as exc:
+        assert re.search(KFOLD_IMPOSSIBLE, str(exc)), str(exc)
+        event("documented SplitError")
+        return
+    event("split")
+    assert len(out) == len(files) and out["path"].is_unique
+    assert set(out["split"]) <= {"train", "val"}  # the final model: the folds measure it
+    assert set(out["fold"]) <= {str(f) for f in range(1, k + 1)}
+    # Assigned folds keep groups whole.
+    assert out.groupby(group_keys(out))["fold"].nunique().max() == 1
+    tested = []
+    for name, table in fold_tables(out, cfg).items():
+        assert table.groupby(group_keys(table))["split"].nunique().max() == 1, name
+        assert set(table.loc[table["split"] == "train", "label"]) == set(files["label"]), name
+        tested += table.loc[table["split"] == "test", "path"].tolist()
+    assert sorted(tested) == sorted(files["path"])  # each recording tested exactly once

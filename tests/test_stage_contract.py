@@ -16,8 +16,26 @@ from audioflow.config import Params
 from audioflow.stages import PRODUCER, STAGES, Layout
 from tests.stage_imports import ROOT, stage_files
 
-DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+_DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 LAYOUT = Layout()
+ITEM = "${item}"  # a per-fold stage's fold in dvc.yaml (`foreach: ${split.folds}`)
+
+
+def _dvc(stage: str) -> dict:
+    """A stage's definition in dvc.yaml; a per-fold stage's is its `do` (one instance per fold)."""
+    d = _DVC[stage]
+    if STAGES[stage].per_fold:
+        assert d["foreach"] == "${split.folds}", stage
+        return d["do"]
+    return d
+
+
+DVC = {name: _dvc(name) for name in STAGES}
+FOLD_PLAN = (LAYOUT.artifacts / "folds" / "folds.json").as_posix()  # split's, so evaluate's dep exists
+
+
+def _path(artifact: str) -> Path:
+    return LAYOUT.path(artifact, ITEM if PRODUCER[artifact].per_fold else None)
 
 
 # --------------------------------------------------------------------------- the declaration
@@ -31,6 +49,9 @@ def test_declarations_are_consistent():
         assert set(stage.inputs) | set(stage.after) <= seen, f"{stage.name} reads an artifact no earlier stage writes"
         seen.add(stage.output)
     assert len({s.folder for s in STAGES.values()}) == len(STAGES)
+    for stage in STAGES.values():  # per-fold: a folder per fold; the fold-reader reads a per-fold artifact
+        assert ("{fold}" in stage.folder) == stage.per_fold, stage.name
+        assert stage.reads_folds is None or (PRODUCER[stage.reads_folds].per_fold and not stage.per_fold)
     published = [dst for s in STAGES.values() for _, dst in s.publishes]
     assert len(published) == len(set(published))
 
@@ -60,13 +81,14 @@ def test_the_cli_has_a_command_per_stage():
 
 
 def test_dvc_has_every_stage_in_order():
-    assert list(DVC) == list(STAGES)
+    assert list(_DVC) == list(STAGES)
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_dvc_stage_params_and_command(stage: str):
     assert DVC[stage]["params"] == list(STAGES[stage].sections)
-    assert DVC[stage]["cmd"] == f"audioflow {stage} -q"
+    fold = f" --fold {ITEM}" if STAGES[stage].per_fold else ""
+    assert DVC[stage]["cmd"] == f"audioflow {stage}{fold} -q"
 
 
 def _within(path: str, folder: Path) -> bool:
@@ -83,8 +105,11 @@ def test_dvc_data_deps_are_the_declared_inputs_and_gate(stage: str):
         assert deps == ["${data.root}"]
         return
     owner = {}
+    if s.reads_folds:  # every fold's folder: the folds' parent, which split's fold plan makes exist
+        assert LAYOUT.path(s.reads_folds).as_posix() in deps, f"dvc.yaml {stage}: deps {deps}"
+        deps.remove(LAYOUT.path(s.reads_folds).as_posix())
     for dep in deps:
-        (artifact,) = [a for a in (*s.inputs, *s.after) if _within(dep, LAYOUT.path(a))] or [None]
+        (artifact,) = [a for a in (*s.inputs, *s.after) if _within(dep, _path(a))] or [None]
         assert artifact is not None, f"dvc.yaml {stage} depends on {dep}, which is no declared input"
         owner.setdefault(artifact, []).append(dep)
     assert sorted(owner) == sorted({*s.inputs, *s.after}), f"dvc.yaml {stage}: deps {deps}"
@@ -102,8 +127,9 @@ def test_dvc_outs_are_the_declared_folder_and_published_files(stage: str):
     outs = _outs(stage)
     published = {(LAYOUT.outputs / dst).as_posix() for _, dst in s.publishes}
     assert {o for o in outs if o.startswith("outputs/")} == published
-    in_folder = [o for o in outs if not o.startswith("outputs/")]
-    assert in_folder and all(_within(o, LAYOUT.path(s.output)) for o in in_folder), in_folder
+    in_folder = [o for o in outs if not o.startswith("outputs/") and o != FOLD_PLAN]
+    assert in_folder and all(_within(o, _path(s.output)) for o in in_folder), in_folder
+    assert (FOLD_PLAN in outs) == (stage == "split")
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
@@ -143,8 +169,11 @@ def test_zenml_step_reads_writes_and_takes_what_the_stage_declares(stage: str):
     s = STAGES[stage]
     fn = getattr(steps, stage)
     params = inspect.signature(fn.entrypoint).parameters
-    assert [n for n in params if not n.endswith("_cfg")] == list(s.inputs)
+    # Besides its inputs and sections: a per-fold step's fold, a fold-reader's folds.
+    extra = ["fold"] if s.per_fold else [f"{s.reads_folds}s"] if s.reads_folds else []
+    assert [n for n in params if not n.endswith("_cfg") and n not in extra] == list(s.inputs)
     assert [n for n in params if n.endswith("_cfg")] == [f"{section}_cfg" for section in s.sections]
+    assert all(n in params for n in extra)
     assert _step_outputs(fn)[0] == s.output
 
 
@@ -155,23 +184,50 @@ def test_zenml_publish_step_takes_every_published_folder():
     assert [n for n in params if n != "outputs"] == [s.output for s in STAGES.values() if s.publishes]
 
 
-def test_zenml_pipeline_is_wired_from_the_declarations():
-    """Compiling the pipeline (no run) gives each step the declared artifacts and gate."""
+def _zenml_invocations(tmp_path: Path, monkeypatch, **split) -> dict:
     from pipelines.training import training_pipeline
+    from steps._common import PARAMS_ENV
 
+    if split:
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params["split"].update(split)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        monkeypatch.setenv(PARAMS_ENV, str(tmp_path / "params.yaml"))
     training_pipeline.prepare()
-    invocations = training_pipeline.invocations
+    return training_pipeline.invocations
+
+
+def test_zenml_pipeline_is_wired_from_the_declarations(tmp_path: Path, monkeypatch):
+    """Compiling the pipeline (no run) gives each step the declared artifacts and gate; no
+    per-fold step without folds."""
+    invocations = _zenml_invocations(tmp_path, monkeypatch)
+    assert not any(name.startswith(("train_fold", "evaluate_fold")) for name in invocations)
     for name, s in STAGES.items():
+        if s.per_fold:
+            continue
         inv = invocations[name]
         assert {k: (a.invocation_id, a.output_name) for k, a in inv.input_artifacts.items()} == \
             {a: (PRODUCER[a].name, a) for a in s.inputs}, name
         assert set(inv.upstream_steps) >= {PRODUCER[a].name for a in s.after}, name
 
 
+def test_zenml_kfold_has_a_step_per_fold_wired_to_its_fold(tmp_path: Path, monkeypatch):
+    invocations = _zenml_invocations(tmp_path, monkeypatch, strategy="kfold", folds=[1, 2, "x"])
+    for fold in ("1", "2", "x"):
+        train, evaluate = invocations[f"train_fold_{fold}"], invocations[f"evaluate_fold_{fold}"]
+        assert train.parameters["fold"] == evaluate.parameters["fold"] == fold
+        assert evaluate.input_artifacts["fold_model"].invocation_id == f"train_fold_{fold}"
+        assert {k: a.invocation_id for k, a in train.input_artifacts.items()} == \
+            {"features": "featurize", "split": "split"}
+    # evaluate reads every fold's evaluation, in split.folds order
+    folds = invocations["evaluate"].input_artifacts["fold_evaluations"]
+    assert [a.invocation_id for a in folds] == ["evaluate_fold_1", "evaluate_fold_2", "evaluate_fold_x"]
+
+
 # --------------------------------------------------------------------------- the KFP components
 
 
-@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("stage", [name for name, s in STAGES.items() if not s.per_fold])
 def test_kfp_component_reads_and_writes_the_declared_artifacts(stage: str):
     from kfp.dsl.types.type_annotations import InputAnnotation, OutputAnnotation
 
