@@ -88,7 +88,8 @@ DONE = {
     "featurize": lambda f, _: f"{len(f.index)} windows of {f.spec.n_mels}x{f.spec.n_frames} at {f.spec.sample_rate} Hz",
     "split": lambda table, _: str(_split_counts(table)) if "fold" not in table else _folds_line(table),
     "train": lambda r, _: (f"best epoch {r.best_epoch}, val {r.monitor} {r.best_metric:.4f}, "
-                        f"{len(r.history)} epochs in {r.seconds:.1f}s on {r.device}"),
+                        f"{len(r.history)} epochs in {r.seconds:.1f}s on {r.device}"
+                        + (f" (resumed after epoch {r.resumed_from_epoch})" if r.resumed_from_epoch else "")),
     "evaluate": lambda m, _: (f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on {m['n']} recordings"
                               if "std" not in m else f"{_cv_line(m)} (mean ± std over folds)"),
     "export": lambda r, lay: (f"{lay.onnx} ({r.get('size_bytes', 0) / 1e6:.2f} MB), ONNX Runtime vs PyTorch "
