@@ -167,6 +167,13 @@ class TrainConfig(_Section):
     freq_mask: int = Field(8, ge=0)  # SpecAugment: widest masked band in mel bins; 0 = off
     time_mask: int = Field(20, ge=0)  # SpecAugment: longest masked span in frames; 0 = off
     label_smoothing: float = Field(0.05, ge=0, lt=1)
+    # Imbalance. balanced: each class weighs n / (k * n_class) in the loss (no change when the
+    # classes are even); focal: (1 - p)^gamma down-weights examples already right; a balanced
+    # sampler draws every class equally often (with replacement) instead of shuffling.
+    class_weight: Literal["none", "balanced"] = "balanced"
+    loss: Literal["cross_entropy", "focal"] = "cross_entropy"
+    focal_gamma: float = Field(2.0, ge=0)
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
 
 
 class EvaluateConfig(_Section):

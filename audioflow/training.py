@@ -131,19 +131,51 @@ def _lr_lambda(warmup_steps: int, total_steps: int):
 
 def spec_augment(x: torch.Tensor, fill: torch.Tensor, freq_mask: int, time_mask: int,
                  gen: torch.Generator) -> torch.Tensor:
-    """One frequency band and one time span per example set to the per-bin training mean."""
+    """One frequency band and one time span per example set to the per-bin training mean.
+
+    Vectorized over the batch: the widths and offsets are drawn for every example at once and
+    applied as one mask (no per-example Python loop).
+    """
     b, f, t = x.shape
-    x = x.clone()
-    for i in range(b):
-        if freq_mask:
-            w = int(torch.randint(0, freq_mask + 1, (1,), generator=gen))
-            f0 = int(torch.randint(0, max(1, f - w), (1,), generator=gen))
-            x[i, f0 : f0 + w, :] = fill[f0 : f0 + w, None]
-        if time_mask:
-            w = int(torch.randint(0, time_mask + 1, (1,), generator=gen))
-            t0 = int(torch.randint(0, max(1, t - w), (1,), generator=gen))
-            x[i, :, t0 : t0 + w] = fill[:, None]
-    return x
+    keep = torch.ones(b, f, t, dtype=torch.bool)
+    for size, width, axis in ((f, freq_mask, 1), (t, time_mask, 2)):
+        if not width:
+            continue
+        w = torch.randint(0, width + 1, (b,), generator=gen)
+        start = (torch.rand(b, generator=gen) * (size - w).clamp(min=1)).long()
+        pos = torch.arange(size)[None, :]
+        masked = (pos >= start[:, None]) & (pos < (start + w)[:, None])  # [b, size]
+        keep &= ~(masked[:, :, None] if axis == 1 else masked[:, None, :])
+    return torch.where(keep, x, fill[None, :, None].to(x.dtype))
+
+
+def class_weights(targets: torch.Tensor, n_classes: int, how: str) -> torch.Tensor | None:
+    """``balanced``: n / (k * n_c) for each class c of the training windows (1 where even)."""
+    if how == "none":
+        return None
+    counts = torch.bincount(targets, minlength=n_classes).float()
+    return torch.where(counts > 0, len(targets) / (n_classes * counts.clamp(min=1)), torch.zeros(()))
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, cfg) -> torch.Tensor:
+    """Cross-entropy with label smoothing and class weights, or focal loss on top of it."""
+    if cfg.loss == "cross_entropy":
+        return F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
+    ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="none")
+    p_true = torch.softmax(logits.float(), dim=1).gather(1, y[:, None])[:, 0]
+    focal = (1 - p_true).pow(cfg.focal_gamma) * ce
+    w = weight[y] if weight is not None else torch.ones_like(focal)
+    return (w * focal).sum() / w.sum()
+
+
+def epoch_order(train_rows: np.ndarray, train_targets: torch.Tensor, sampler: str,
+                gen: torch.Generator) -> np.ndarray:
+    """The training windows of one epoch: shuffled, or drawn class-balanced (with replacement)."""
+    if sampler == "shuffle":
+        return train_rows[torch.randperm(len(train_rows), generator=gen).numpy()]
+    counts = torch.bincount(train_targets).float()
+    p = 1.0 / counts[train_targets]
+    return train_rows[torch.multinomial(p, len(train_rows), replacement=True, generator=gen).numpy()]
 
 
 def _score(metrics: dict, loss: float, monitor: str) -> float:
@@ -210,6 +242,9 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     gen = torch.Generator().manual_seed(cfg.seed)
+    train_targets = targets[train_rows]
+    weight = class_weights(train_targets, len(labels), cfg.class_weight)
+    weight_dev = weight.to(device) if weight is not None else None
 
     result = TrainResult(out / "model", monitor=cfg.monitor, device=str(device))
     best_score, bad_epochs, start_epoch = -math.inf, 0, 0
@@ -245,7 +280,7 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
             result.stopped_early = True
             break
         model.train()
-        order = train_rows[torch.randperm(len(train_rows), generator=gen).numpy()]
+        order = epoch_order(train_rows, train_targets, cfg.sampler, gen)
         loss_sum, seen = 0.0, 0
         te = time.perf_counter()
         for i in range(0, len(order), cfg.batch_size):
@@ -257,7 +292,7 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
             x = spec_augment(x, model.mel_mean.cpu(), cfg.freq_mask, cfg.time_mask, gen)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+                loss = loss_fn(model(x), y, weight_dev, cfg)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)

@@ -194,3 +194,72 @@ def test_rng_state_includes_cuda_and_restores_it():
     torch.rand(100, device=dev)
     restore_rng_state(state, dev)
     assert torch.equal(torch.rand(3, device=dev), first)
+
+
+# --------------------------------------------------------------------------- augmentation, imbalance
+
+
+def test_spec_augment_masks_one_band_and_one_span_per_example():
+    from audioflow.training import spec_augment
+
+    x = torch.arange(6 * 16 * 40, dtype=torch.float32).reshape(6, 16, 40) + 1000
+    fill = torch.arange(16, dtype=torch.float32) * -1.0  # distinct per bin, never equal to x
+    out = spec_augment(x, fill, 5, 9, torch.Generator().manual_seed(0))
+    again = spec_augment(x, fill, 5, 9, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # the generator alone decides
+    masked = out != x
+    assert torch.equal(out[masked], fill[None, :, None].expand_as(x)[masked])  # masked cells hold the bin's fill
+    widths = []
+    for m in masked:
+        bands = m.all(dim=1)  # mel bins masked across all frames
+        spans = m.all(dim=0)  # frames masked across all bins
+        assert bands.sum() <= 5 and spans.sum() <= 9
+        # nothing else is masked: every masked cell is in the band or the span
+        assert torch.equal(m, bands[:, None] | spans[None, :])
+        for line in (bands, spans):  # each is one contiguous run
+            idx = torch.nonzero(line)[:, 0]
+            assert len(idx) == 0 or idx[-1] - idx[0] + 1 == len(idx)
+        widths.append((int(bands.sum()), int(spans.sum())))
+    assert len(set(widths)) > 1  # drawn per example, not once per batch
+    assert torch.equal(spec_augment(x, fill, 0, 0, torch.Generator()), x)
+
+
+def test_class_weights_and_focal_loss():
+    from types import SimpleNamespace
+
+    from audioflow.training import class_weights, loss_fn
+
+    y = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 2])
+    w = class_weights(y, 4, "balanced")
+    assert torch.allclose(w[:3], torch.tensor([9 / 24, 9 / 8, 9 / 4])) and w[3] == 0  # absent class: 0
+    assert torch.allclose(class_weights(torch.tensor([0, 1, 0, 1]), 2, "balanced"), torch.ones(2))
+    assert class_weights(y, 4, "none") is None
+    logits = torch.randn(9, 4, generator=torch.Generator().manual_seed(1))
+    ce = SimpleNamespace(loss="cross_entropy", label_smoothing=0.0, focal_gamma=2.0)
+    focal0 = SimpleNamespace(loss="focal", label_smoothing=0.0, focal_gamma=0.0)
+    focal2 = SimpleNamespace(loss="focal", label_smoothing=0.0, focal_gamma=2.0)
+    # gamma 0 is cross-entropy, weighted or not
+    assert torch.allclose(loss_fn(logits, y, w, focal0), loss_fn(logits, y, w, ce))
+    assert torch.allclose(loss_fn(logits, y, None, focal0), loss_fn(logits, y, None, ce))
+    # focal down-weights well-classified examples: never above cross-entropy
+    assert loss_fn(logits, y, None, focal2) < loss_fn(logits, y, None, ce)
+
+
+def test_balanced_sampler_draws_classes_evenly():
+    from audioflow.training import epoch_order
+
+    rows = np.arange(1000)
+    targets = torch.tensor([0] * 900 + [1] * 90 + [2] * 10)
+    order = epoch_order(rows, targets, "balanced", torch.Generator().manual_seed(0))
+    counts = np.bincount(targets[order].numpy(), minlength=3)
+    assert len(order) == 1000 and all(abs(c - 333) < 80 for c in counts), counts
+    shuffled = epoch_order(rows, targets, "shuffle", torch.Generator().manual_seed(0))
+    assert sorted(shuffled) == list(rows)
+
+
+def test_imbalance_options_train(prepared, tmp_path: Path):
+    params, feats, table = prepared
+    params = params.model_copy(update={"train": params.train.model_copy(
+        update={"loss": "focal", "sampler": "balanced", "epochs": 2})})
+    r = train(feats, table, params, tmp_path / "t", progress=False)
+    assert len(r.history) == 2 and np.isfinite(r.history[-1]["train_loss"])
