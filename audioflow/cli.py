@@ -85,7 +85,8 @@ def _split_counts(table) -> dict:
 # What `audioflow <stage>` says when it is done; a stage not listed says where its folder is.
 DONE = {
     "ingest": lambda ds, _: f"{len(ds.files)} recordings, {len(ds.labels)} classes, fingerprint {ds.fingerprint[:12]}",
-    "featurize": lambda f, _: f"{len(f.index)} windows of {f.spec.n_mels}x{f.spec.n_frames} at {f.spec.sample_rate} Hz",
+    "featurize": lambda f, _: (f"{len(f.index)} windows of {f.spec.window_samples / f.spec.sample_rate:g} s "
+                               f"({f.spec.n_mels}x{f.spec.n_frames} log-mel) at {f.spec.sample_rate} Hz"),
     "split": lambda table, _: str(_split_counts(table)) if "fold" not in table else _folds_line(table),
     "train": lambda r, _: (f"best epoch {r.best_epoch}, val {r.monitor} {r.best_metric:.4f}, "
                         f"{len(r.history)} epochs in {r.seconds:.1f}s on {r.device}"

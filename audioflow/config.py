@@ -93,7 +93,9 @@ class ValidateConfig(_Section):
 
 class FeaturesConfig(_Section):
     sample_rate: int | Literal["auto"] = "auto"  # Hz; auto = the most common native rate
-    window_s: float = Field(3.0, gt=0)  # clip length the model sees; short files are padded
+    # Clip length the model sees (short files are padded, long ones cut into windows); auto =
+    # the shortest of AUTO_WINDOWS_S that holds 90 % of the recordings whole (features.py).
+    window_s: float | Literal["auto"] = "auto"
     window_hop_s: float | None = None  # hop between windows of long files; null = window_s / 2
     win_ms: float = Field(25.0, gt=0)  # STFT window length
     hop_ms: float = Field(10.0, gt=0)  # STFT hop: 100 frames per second
@@ -107,6 +109,8 @@ class FeaturesConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> FeaturesConfig:
+        if self.window_s != "auto" and self.window_s <= 0:
+            raise ValueError("features.window_s must be positive, or auto")
         if self.window_hop_s is not None and self.window_hop_s <= 0:
             raise ValueError("features.window_hop_s must be positive")
         if self.f_max is not None and self.f_max <= self.f_min:

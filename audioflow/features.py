@@ -94,11 +94,17 @@ class FeatureSpec:
     f_max: float | None
 
     @classmethod
-    def resolve(cls, cfg: FeaturesConfig, sample_rate: int) -> FeatureSpec:
+    def resolve(cls, cfg: FeaturesConfig, sample_rate: int, window_s: float | None = None) -> FeatureSpec:
+        """The spec for ``cfg`` at ``sample_rate``; ``window_s`` is the resolved window where
+        ``cfg.window_s`` is auto (``resolve_window_s``)."""
+        if window_s is None:
+            if cfg.window_s == "auto":
+                raise ValueError("features.window_s is auto: resolve it from the recordings (resolve_window_s)")
+            window_s = float(cfg.window_s)
         win_length = max(1, round(cfg.win_ms * sample_rate / 1000))
         hop_length = max(1, round(cfg.hop_ms * sample_rate / 1000))
-        window = max(1, round(cfg.window_s * sample_rate))
-        hop_s = cfg.window_hop_s if cfg.window_hop_s is not None else cfg.window_s / 2
+        window = max(1, round(window_s * sample_rate))
+        hop_s = cfg.window_hop_s if cfg.window_hop_s is not None else window_s / 2
         n_fft = cfg.n_fft or resolve_n_fft(win_length, cfg.n_mels)
         if cfg.f_max is not None and cfg.f_max > sample_rate / 2:
             raise ValueError(
@@ -168,13 +174,47 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_sample_rate(cfg: FeaturesConfig, ds: Dataset) -> int:
+def resolve_sample_rate(cfg: FeaturesConfig, ds: Dataset, infos: list | None = None) -> int:
     """features.sample_rate, or with 'auto' the most common native rate of the recordings."""
     if cfg.sample_rate != "auto":
         return int(cfg.sample_rate)
-    rates = Counter(audio.info(ds.location(p)).sample_rate for p in ds.files["path"])
+    infos = infos if infos is not None else [audio.info(ds.location(p)) for p in ds.files["path"]]
+    rates = Counter(i.sample_rate for i in infos)
     # Ties go to the higher rate: downsampling loses less than upsampling invents.
     return max(rates.items(), key=lambda kv: (kv[1], kv[0]))[0]
+
+
+# features.window_s: auto picks the shortest of these (seconds) that holds WHOLE_SHARE of the
+# recordings whole; longer recordings are cut into windows (hop: half a window) whose
+# predictions are averaged. 5 s bounds it: a longer window makes every step slower and, for
+# long recordings (heart sounds, soundscapes), several 5-s windows see what one long one would.
+AUTO_WINDOWS_S = (0.25, 0.5, 1.0, 2.0, 5.0)
+WHOLE_SHARE = 0.9
+
+
+def auto_window_s(durations: list[float] | np.ndarray) -> float:
+    """The window ``features.window_s: auto`` gives recordings of these durations (seconds)."""
+    if len(durations) == 0:
+        raise ValueError("no recordings to choose features.window_s from")
+    # The empirical quantile (no interpolation): at least WHOLE_SHARE of them are this long or shorter.
+    typical = float(np.quantile(np.asarray(durations, dtype=float), WHOLE_SHARE, method="inverted_cdf"))
+    return next((w for w in AUTO_WINDOWS_S if w >= typical), AUTO_WINDOWS_S[-1])
+
+
+def resolve_window_s(cfg: FeaturesConfig, ds: Dataset, infos: list | None = None) -> float:
+    """features.window_s, or with 'auto' ``auto_window_s`` of the recordings' durations."""
+    if cfg.window_s != "auto":
+        return float(cfg.window_s)
+    infos = infos if infos is not None else [audio.info(ds.location(p)) for p in ds.files["path"]]
+    return auto_window_s([i.duration_s for i in infos])
+
+
+def resolve_spec(cfg: FeaturesConfig, ds: Dataset) -> FeatureSpec:
+    """The feature spec for ``ds``: its sample rate and window resolved where they are auto,
+    from one pass over the recordings' headers."""
+    auto = cfg.sample_rate == "auto" or cfg.window_s == "auto"
+    infos = [audio.info(ds.location(p)) for p in ds.files["path"]] if auto else None
+    return FeatureSpec.resolve(cfg, resolve_sample_rate(cfg, ds, infos), resolve_window_s(cfg, ds, infos))
 
 
 class _NpyWriter:
@@ -272,7 +312,7 @@ def featurize(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    spec = FeatureSpec.resolve(cfg, resolve_sample_rate(cfg, ds))
+    spec = resolve_spec(cfg, ds)
     files = shard_files(ds.files, *shard)
     device = pick_device(cfg.device)
     front = spec.front_end().to(device).eval()

@@ -40,7 +40,7 @@ def test_spec_resolution_in_time_units():
     assert (s.win_length, s.hop_length, s.window_samples, s.window_hop_samples) == (100, 40, 8000, 4000)
     assert s.n_fft == 512 and s.n_frames == 201
     with pytest.raises(ValueError, match="Nyquist"):
-        FeatureSpec.resolve(FeaturesConfig(f_max=3000), 4000)
+        FeatureSpec.resolve(FeaturesConfig(f_max=3000), 4000, 1.0)
 
 
 def test_featurize_windows_memmap_and_index(tmp_path: Path):
@@ -180,3 +180,32 @@ def test_merge_refuses_shards_of_different_runs(tmp_path: Path):
     with pytest.raises(FeaturesError, match="disagree on spec"):
         stages.merge_features(params, [tmp_path / "p0", tmp_path / "p1"], tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(("durations", "window"), [
+    ([0.3, 0.4, 0.42, 0.5, 0.6, 0.61, 0.45, 0.38, 0.52, 2.3], 1.0),  # spoken digits: one long outlier
+    ([1.0] * 50, 1.0),  # keyword clips
+    ([5.0] * 40, 5.0),  # ESC-50
+    ([4.0] * 30 + [1.2, 2.5, 3.3], 5.0),  # UrbanSound8K
+    ([12.0, 30.0, 60.0, 8.0, 20.0], 5.0),  # heart sounds: cut into 5-s windows
+    ([0.1, 0.15, 0.2, 0.12], 0.25),  # drum hits
+    ([0.3] * 9 + [40.0], 0.5),  # 90 % held whole; the long one gives several windows
+])
+def test_auto_window_fits_the_collection(durations, window):
+    from audioflow.features import auto_window_s
+
+    assert auto_window_s(durations) == window
+
+
+def test_auto_window_is_resolved_and_recorded(tone_dataset, tmp_path):
+    from audioflow.config import DataConfig
+    from audioflow.features import resolve_window_s
+    from audioflow.manifest import ingest
+
+    ds = ingest(DataConfig(root=str(tone_dataset), group_column="speaker"), progress=False)
+    assert FeaturesConfig().window_s == "auto"
+    feats = featurize(ds, FeaturesConfig(n_mels=32), tmp_path / "f", progress=False)
+    chosen = resolve_window_s(FeaturesConfig(), ds)
+    assert feats.spec.window_samples == round(chosen * feats.spec.sample_rate)  # in the spec the model carries
+    with pytest.raises(ValueError, match="auto: resolve it"):
+        FeatureSpec.resolve(FeaturesConfig(), 4000)
