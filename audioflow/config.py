@@ -150,10 +150,44 @@ class SplitConfig(_Section):
         return [str(f) for f in self.folds]
 
 
-class ModelConfig(_Section):
-    name: str = "cnn"
-    channels: list[int] = [16, 32, 64, 128]  # stride-2 stem width, then one conv block per entry
+# Each model declares its options here (torch-free, so params.yaml validates without torch) and
+# registers them with its factory (audioflow.models.register_model); params.yaml has one
+# subsection per model under `model:`, and `model.name` picks the one that is trained.
+class CNNOptions(_Section):
+    """LogMelCNN: a stride-2 stem, conv blocks that halve frequency and time, mean+max over time."""
+
+    channels: list[int] = Field([16, 32, 64, 128], min_length=1)  # stem width, then one block per entry
     dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class BCResNetOptions(_Section):
+    """BC-ResNet (broadcasted residual learning; Kim et al., Interspeech 2021): frequency-
+    depthwise 2-D convolutions plus time-only 1-D convolutions broadcast back over frequency;
+    small, and built for keyword spotting on unseen speakers."""
+
+    width: float = Field(2.0, gt=0, le=16)  # BC-ResNet-w: stages of 8w, 12w, 16w, 20w channels
+    dropout: float = Field(0.1, ge=0, lt=1)
+    subbands: int = Field(4, ge=1)  # sub-spectral normalization: frequency groups normalized apart
+
+
+MODEL_OPTIONS: dict[str, type[_Section]] = {"cnn": CNNOptions, "bcresnet": BCResNetOptions}
+
+
+class ModelConfig(_Section):
+    name: str = "cnn"  # cnn | bcresnet
+    cnn: CNNOptions = CNNOptions()
+    bcresnet: BCResNetOptions = BCResNetOptions()
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelConfig:
+        if self.name not in MODEL_OPTIONS:
+            raise ValueError(f"model.name {self.name!r} is not one of {sorted(MODEL_OPTIONS)}")
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options of the model that is trained (``model.<name>``)."""
+        return getattr(self, self.name).model_dump()
 
 
 class TrainConfig(_Section):
@@ -227,15 +261,20 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
 
 
 def params_from_yaml(text: str, overrides: dict[str, Any] | None = None, source: str = "params.yaml") -> Params:
-    """Params from the text of a params.yaml plus ``section.key`` overrides."""
+    """Params from the text of a params.yaml plus ``section.key`` (or ``section.sub.key``) overrides."""
     raw = yaml.safe_load(text) or {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
-        if not key:
-            raise ParamsError(f"{source}: override {dotted!r} is not section.key")
-        raw.setdefault(section, {})[key] = value
+        *path, key = dotted.split(".")
+        if not path or not key:
+            raise ParamsError(f"{source}: override {dotted!r} is not section.key (or section.sub.key)")
+        node = raw
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParamsError(f"{source}: override {dotted!r}: {part} is not a mapping")
+        node[key] = value
     return params_from_dict(raw, source=source)
 
 

@@ -63,7 +63,8 @@ def model_hash(params: Params, features: Features) -> str:
     train only its own sections (ZenML) must still never resume a checkpoint of other features.
     """
     d = params.to_dict()
-    blob = json.dumps({"model": d["model"], "train": d["train"], "spec": features.spec.to_dict()},
+    model = {"name": params.model.name, "options": params.model.options}  # not the other models' options
+    blob = json.dumps({"model": model, "train": d["train"], "spec": features.spec.to_dict()},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -223,8 +224,7 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
         raise ValueError(f"need train and val windows, got {len(train_rows)} and {len(val_rows)}")
     targets = torch.tensor(features.index["label"].map(label_pos).to_numpy(), dtype=torch.long)
 
-    model_kwargs = {"n_mels": features.spec.n_mels, "n_classes": len(labels),
-                    "channels": list(params.model.channels), "dropout": params.model.dropout}
+    model_kwargs = {"n_mels": features.spec.n_mels, "n_classes": len(labels), **params.model.options}
     meta = ModelMeta(params.model.name, model_kwargs, labels, features.spec, model_hash(params, features),
                      dataset_fingerprint(features))
     model = meta.build()

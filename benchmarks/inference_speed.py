@@ -53,7 +53,7 @@ def build_models(work: Path, sample_rate: int, channels: list[int] | None) -> tu
     params = load_params(REPO / "params.yaml", {"features.window_s": 1.0})
     spec = FeatureSpec.resolve(params.features, sample_rate)
     torch.manual_seed(0)
-    kwargs = {"n_mels": spec.n_mels, "n_classes": 10, "channels": channels or params.model.channels,
+    kwargs = {"n_mels": spec.n_mels, "n_classes": 10, "channels": channels or params.model.cnn.channels,
               "dropout": 0.0}
     model = create_model(params.model.name, **kwargs).eval()
     model.set_normalization(-40 + 5 * torch.randn(spec.n_mels), 8 + torch.rand(spec.n_mels))
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=30, help="timed calls per engine and setting (default: 30)")
     ap.add_argument("--requests", type=int, default=500, help="POSTs per service run (default: 500)")
     ap.add_argument("--sample-rate", type=int, default=16000, help="Hz of the 1-second clips (default: 16000)")
-    ap.add_argument("--channels", type=int, nargs="+", help="CNN widths (default: model.channels of params.yaml)")
+    ap.add_argument("--channels", type=int, nargs="+", help="CNN widths (default: model.cnn.channels of params.yaml)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 0],
                     help="thread counts to measure; 0 = the default (all cores) (default: 1 0)")
     ap.add_argument("--json", type=Path, help="also write the figures here")

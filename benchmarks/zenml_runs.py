@@ -15,7 +15,7 @@ temporary folder that is removed at the end, also when a run fails.
     uv run python -m benchmarks.zenml_runs [--repeats 1] [--json PATH]
     # a quick smoke run on a small project:
     uv run python -m benchmarks.zenml_runs --repeats 1 --n-recordings 60 \\
-        --set train.epochs=1 --set features.window_s=1.5 --set model.channels=[8,16] \\
+        --set train.epochs=1 --set features.window_s=1.5 --set model.cnn.channels=[8,16] \\
         --set validate.min_per_class=3
 """
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", metavar="SECTION.KEY=VALUE", type=parse_override,
                     action="append", default=[],
                     help="override a params.yaml value in the temporary project (repeatable; the value "
-                         "is YAML: train.epochs=1, model.channels=[8,16])")
+                         "is YAML: train.epochs=1, model.cnn.channels=[8,16])")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
     if args.repeats < 0:

@@ -178,7 +178,7 @@ def test_class_folders_without_a_manifest(corpus: Path, tmp_path: Path):
 
 
 def audioflow_run(project: Path, *overrides: str) -> subprocess.CompletedProcess:
-    small = ["train.epochs=2", "features.window_s=0.5", "model.channels=[8,16]", "validate.min_per_class=3",
+    small = ["train.epochs=2", "features.window_s=0.5", "model.cnn.channels=[8,16]", "validate.min_per_class=3",
              f"validate.sample_rates=[{SR}]", "data.group_column=speaker", "split.val_fraction=0.25",
              "split.test_fraction=0.25"]
     args = [a for kv in [*small, *overrides] for a in ("--set", kv)]

@@ -82,14 +82,14 @@ def test_zenml_runs_smoke(tmp_path: Path):
     result = tmp_path / "zenml.json"
     out = run_benchmark("zenml_runs", "--repeats", "1", "--n-recordings", "60",
                         "--set", "train.epochs=1", "--set", "features.window_s=1.5",
-                        "--set", "model.channels=[8,16]", "--set", "validate.min_per_class=3",
+                        "--set", "model.cnn.channels=[8,16]", "--set", "validate.min_per_class=3",
                         "--json", result, tmp_path=tmp_path)
     for line in ("full run (empty cache)", "fully cached rerun", "train.lr changed: train, evaluate, export rerun",
                  "cached rerun target <= 10 s:", "60 demo recordings, train.epochs=1"):
         assert line in out, line
     r = json.loads(result.read_text())
     assert r["benchmark"] == "zenml_runs" and r["n_recordings"] == 60 and r["repeats"] == 1
-    assert r["overrides"] == {"train.epochs": 1, "features.window_s": 1.5, "model.channels": [8, 16],
+    assert r["overrides"] == {"train.epochs": 1, "features.window_s": 1.5, "model.cnn.channels": [8, 16],
                               "validate.min_per_class": 3}
     assert r["full_s"] > 0
     assert len(r["cached_s"]) == len(r["train_only_s"]) == 1
@@ -122,7 +122,7 @@ def test_every_benchmark_has_a_smoke_run_and_is_in_make_bench():
 def test_stage_costs_smoke(tiny_recordings: Path, tmp_path: Path):
     result = tmp_path / "costs.json"
     out = run_benchmark("stage_costs", "--data", tiny_recordings, "--limit", "6", "--set", "train.epochs=1",
-                        "--set", "model.channels=[4,8]", "--set", "validate.min_per_class=1",
+                        "--set", "model.cnn.channels=[4,8]", "--set", "validate.min_per_class=1",
                         "--set", "split.val_fraction=0.34", "--set", "split.test_fraction=0.34",
                         "--set", "features.window_s=0.5", "--json", result, tmp_path=tmp_path)
     assert "stage costs: 6 recordings" in out and "decode (baseline)" in out

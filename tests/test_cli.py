@@ -37,7 +37,7 @@ def test_run_all_stages_then_predict(tmp_path: Path):
     write_demo_dataset(tmp_path / "data", n_recordings=60, seed=3, min_s=2.0, max_s=3.0, progress=False)
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     p = audioflow("run", "-q", "--set", "train.epochs=3", "--set", "features.window_s=1.5",
-                  "--set", "model.channels=[8,16]", "--set", "validate.min_per_class=3", cwd=tmp_path)
+                  "--set", "model.cnn.channels=[8,16]", "--set", "validate.min_per_class=3", cwd=tmp_path)
     assert "test         accuracy" in p.stdout and "outputs/model.onnx" in p.stdout
     out = tmp_path / "outputs"
     for name in ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "model.onnx",
@@ -63,7 +63,7 @@ def test_run_all_stages_then_predict(tmp_path: Path):
         assert abs(sum(x["probabilities"].values()) - 1) < 1e-5
 
     # INT8 on request: its own file beside the FP32 one, judged on the same test recordings.
-    q = audioflow("export", "-q", "--int8", "--set", "features.window_s=1.5", "--set", "model.channels=[8,16]",
+    q = audioflow("export", "-q", "--int8", "--set", "features.window_s=1.5", "--set", "model.cnn.channels=[8,16]",
                   cwd=tmp_path)
     report = json.loads((tmp_path / "artifacts/export/export.json").read_text())["int8"]
     assert (tmp_path / "artifacts/export/model.int8.onnx").stat().st_size == report["size_bytes"] > 0

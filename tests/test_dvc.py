@@ -36,7 +36,7 @@ REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?\s*(?:https?:)?//", r
 SMALL = {
     "train.epochs": 3,
     "features.window_s": 1.5,
-    "model.channels": [8, 16],
+    "model.cnn.channels": [8, 16],
     "validate.min_per_class": 3,
 }
 
@@ -85,9 +85,12 @@ class Repo:
         path = self.path / "params.yaml"
         params = yaml.safe_load(path.read_text())
         for dotted, value in values.items():
-            section, key = dotted.split(".", 1)
-            assert key in params[section], f"params.yaml has no {dotted}"
-            params[section][key] = value
+            *path, key = dotted.split(".")
+            node = params
+            for part in path:
+                node = node[part]
+            assert key in node, f"params.yaml has no {dotted}"
+            node[key] = value
         path.write_text(yaml.safe_dump(params, sort_keys=False))
 
     def repro(self) -> list[str]:

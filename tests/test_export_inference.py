@@ -345,3 +345,30 @@ def test_the_exported_front_end_computes_the_same_log_mel(args):
         with torch.no_grad():
             a, b = front(x), conv(x)
         assert a.shape == b.shape and (a - b).abs().max().item() < 1e-3
+
+
+def test_bcresnet_exports_with_the_front_end_inside(tmp_path):
+    """The second architecture leaves the pipeline like the CNN: one ONNX file, waveform in,
+    checked against PyTorch on audio of any batch size and length."""
+    torch.manual_seed(0)
+    kwargs = {"width": 1.0, "dropout": 0.0, "subbands": 4}
+    model = create_model("bcresnet", n_mels=SPEC.n_mels, n_classes=len(LABELS), **kwargs)
+    model.set_normalization(-40 + 5 * torch.randn(SPEC.n_mels), 8 + torch.rand(SPEC.n_mels))
+    for m in model.modules():  # non-trivial batch-norm statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    meta = ModelMeta("bcresnet", {"n_mels": SPEC.n_mels, "n_classes": len(LABELS), **kwargs}, LABELS, SPEC,
+                     params_hash="p" * 16, dataset_fingerprint="d" * 16)
+    model_dir = save_model(model.eval(), meta, tmp_path / "model")
+    check = [sine(WINDOW, f) for f in (220, 880)] + list(noise((3, WINDOW), seed=2))
+    report = export_onnx(model_dir, tmp_path / "model.onnx", check_audio=check)
+    assert report["max_abs_diff"] <= 1e-4
+    module, _ = WaveformClassifier.from_model_dir(model_dir)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = noise((3, int(1.7 * WINDOW)), seed=5)
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {"waveform": x})[0], expected, atol=1e-4)
+    meta_props = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
+    assert meta_props["model_name"] == "bcresnet"

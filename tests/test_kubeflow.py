@@ -18,7 +18,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SMALL = ["--set", "train.epochs=2", "--set", "features.window_s=1.5", "--set", "model.channels=[8,16]",
+SMALL = ["--set", "train.epochs=2", "--set", "features.window_s=1.5", "--set", "model.cnn.channels=[8,16]",
          "--set", "validate.min_per_class=3"]
 
 
@@ -229,7 +229,7 @@ def test_a_retried_train_pod_resumes_from_the_checkpoint_root(tone_dataset: Path
     params = load_params("absent.yaml", {
         "data.root": str(tone_dataset), "data.group_column": "speaker", "features.window_s": 0.5,
         "features.n_mels": 32, "split.val_fraction": 0.2, "split.test_fraction": 0.2,
-        "model.channels": [8, 16], "train.epochs": 4, "train.batch_size": 8, "train.patience": 10})
+        "model.cnn.channels": [8, 16], "train.epochs": 4, "train.batch_size": 8, "train.patience": 10})
     root = tmp_path / "run"
     stages.ingest(params, tmp_path / "dataset", progress=False)
     stages.validate(params, tmp_path / "dataset", tmp_path / "validation", progress=False)

@@ -24,7 +24,7 @@ from tests.conftest import tone, write_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SMALL = ["--set", "train.epochs=2", "--set", "features.window_s=1.5", "--set", "model.channels=[8,16]",
+SMALL = ["--set", "train.epochs=2", "--set", "features.window_s=1.5", "--set", "model.cnn.channels=[8,16]",
          "--set", "validate.min_per_class=3"]
 
 

@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent
 AUDIOFLOW = str(BIN / "audioflow")
 # Several epochs of a few seconds each on 60 demo recordings: time to be killed in the middle.
 SETTINGS = ["--set", "train.epochs=6", "--set", "train.batch_size=8", "--set", "train.patience=20",
-            "--set", "features.window_s=1.5", "--set", "model.channels=[8,16,32]",
+            "--set", "features.window_s=1.5", "--set", "model.cnn.channels=[8,16,32]",
             "--set", "validate.min_per_class=3"]
 
 

@@ -38,7 +38,7 @@ def prepared(tone_dataset: Path, tmp_path: Path):
         "data.root": str(tone_dataset), "data.group_column": "speaker",
         "features.window_s": 0.5, "features.n_mels": 32,
         "split.val_fraction": 0.2, "split.test_fraction": 0.2,
-        "model.channels": [8, 16], "train.epochs": 4, "train.batch_size": 8,
+        "model.cnn.channels": [8, 16], "train.epochs": 4, "train.batch_size": 8,
         "train.patience": 10, "train.lr": 0.01,
     })
     ds = ingest(params.data, progress=False)
@@ -263,3 +263,18 @@ def test_imbalance_options_train(prepared, tmp_path: Path):
         update={"loss": "focal", "sampler": "balanced", "epochs": 2})})
     r = train(feats, table, params, tmp_path / "t", progress=False)
     assert len(r.history) == 2 and np.isfinite(r.history[-1]["train_loss"])
+
+
+def test_bcresnet_trains_from_its_own_options(prepared, tmp_path: Path):
+    params, feats, table = prepared
+    params = params.model_copy(update={"model": params.model.model_copy(
+        update={"name": "bcresnet", "bcresnet": params.model.bcresnet.model_copy(update={"width": 1.0})}),
+        "train": params.train.model_copy(update={"epochs": 15})})
+    r = train(feats, table, params, tmp_path / "bc", progress=False)
+    meta = json.loads((tmp_path / "bc/model/model.json").read_text())
+    assert meta["model_name"] == "bcresnet" and meta["model_kwargs"]["width"] == 1.0
+    assert "channels" not in meta["model_kwargs"]  # only its own options
+    model, _ = load_model(tmp_path / "bc/model")
+    preds = file_predictions(model, feats, rows_for(feats, table, "test"), torch.device("cpu"))
+    assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+    assert (preds["actual"] == preds["predicted"]).mean() >= 0.8, preds

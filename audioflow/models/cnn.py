@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from audioflow.models import register_model
+from audioflow.config import CNNOptions
+from audioflow.models import LogMelModel, register_model
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
@@ -24,7 +25,7 @@ class ConvBlock(nn.Sequential):
         )
 
 
-class LogMelCNN(nn.Module):
+class LogMelCNN(LogMelModel):
     """[batch, n_mels, frames] log-mel (dB) -> [batch, n_classes] logits.
 
     ``channels[0]`` is a stride-2 stem; each further entry is one conv block with pooling.
@@ -37,13 +38,9 @@ class LogMelCNN(nn.Module):
 
     def __init__(self, n_mels: int, n_classes: int, channels: list[int] | tuple[int, ...] = (16, 32, 64, 128),
                  dropout: float = 0.2):
-        super().__init__()
-        if n_classes < 2:
-            raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+        super().__init__(n_mels, n_classes)
         if not channels:
             raise ValueError("channels must name at least one conv block")
-        self.register_buffer("mel_mean", torch.zeros(n_mels))
-        self.register_buffer("mel_std", torch.ones(n_mels))
         # A stride-2 stem halves time and frequency before the first full-width activations:
         # most of a CNN's CPU time is spent at input resolution.
         blocks: list[nn.Module] = [nn.Sequential(*conv_bn_relu(1, channels[0], stride=2))]
@@ -60,18 +57,14 @@ class LogMelCNN(nn.Module):
             nn.Linear(2 * c_in * f_out, n_classes),
         )
 
-    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.mel_mean.copy_(mean)
-        self.mel_std.copy_(std.clamp_min(1e-3))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, n_mels, frames] -> [batch, n_classes]."""
-        x = (x - self.mel_mean[:, None]) / self.mel_std[:, None]
+        x = self.standardize(x)
         x = self.blocks(x.unsqueeze(1))  # [B, C, F', T']
         pooled = torch.cat([x.mean(dim=3), x.amax(dim=3)], dim=1)  # [B, 2C, F']
         return self.head(pooled.flatten(1))
 
 
-@register_model("cnn")
+@register_model("cnn", CNNOptions)
 def cnn(n_mels: int, n_classes: int, channels=(16, 32, 64, 128), dropout: float = 0.2) -> LogMelCNN:
     return LogMelCNN(n_mels=n_mels, n_classes=n_classes, channels=list(channels), dropout=dropout)
