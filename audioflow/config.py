@@ -212,6 +212,11 @@ class TrainConfig(_Section):
     loss: Literal["cross_entropy", "focal"] = "cross_entropy"
     focal_gamma: float = Field(2.0, ge=0)
     sampler: Literal["shuffle", "balanced"] = "shuffle"
+    # Fine-tuning: start from an earlier audioflow model (its model/ folder, or the train stage
+    # folder holding it) of the same architecture; a new label set gets a new classifier.
+    init_from: str | None = None
+    freeze_epochs: int = Field(0, ge=0)  # backbone frozen (weights and batch-norm statistics) this long
+    backbone_lr_scale: float = Field(1.0, ge=0)  # backbone learning rate = lr * this; the classifier's = lr
 
 
 class EvaluateConfig(_Section):

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audioflow.checkpoint import ModelMeta, save_model
+from audioflow.checkpoint import META, WEIGHTS, ModelMeta, save_model
 from audioflow.config import Params
+from audioflow.errors import AudioflowError
 from audioflow.evaluation import aggregate_files, classification_metrics, predict_rows, rows_for
 from audioflow.features import Features, pick_device, scratch_compiler_cache
 
@@ -64,7 +65,10 @@ def model_hash(params: Params, features: Features) -> str:
     """
     d = params.to_dict()
     model = {"name": params.model.name, "options": params.model.options}  # not the other models' options
-    blob = json.dumps({"model": model, "train": d["train"], "spec": features.spec.to_dict()},
+    train = d["train"]
+    if params.train.init_from:
+        train = train | {"init_weights": _init_weights_hash(params.train.init_from)}
+    blob = json.dumps({"model": model, "train": train, "spec": features.spec.to_dict()},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -83,6 +87,46 @@ def run_key(params: Params, features: Features, split_table: pd.DataFrame) -> st
 
 def dataset_fingerprint(features: Features) -> str:
     return json.loads((features.dir / "features.json").read_text())["dataset_fingerprint"]
+
+
+class FineTuneError(AudioflowError, ValueError):
+    pass
+
+
+def _init_dir(init_from: str) -> Path:
+    """The model folder ``train.init_from`` names: a model/ folder, or a train stage folder."""
+    d = Path(init_from)
+    if (d / "model" / META).is_file():
+        d = d / "model"
+    if not (d / META).is_file() or not (d / WEIGHTS).is_file():
+        raise FineTuneError(f"train.init_from={init_from}: no audioflow model here (expected {META} and "
+                            f"{WEIGHTS}, in it or in its model/ folder)")
+    return d
+
+
+def _init_weights_hash(init_from: str) -> str:
+    # The weights' content, not the path: a retrained base model is another run.
+    return hashlib.sha256((_init_dir(init_from) / WEIGHTS).read_bytes()).hexdigest()[:16]
+
+
+def init_state(init_from: str, meta: ModelMeta, model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
+    """The weights to start from: everything of the earlier model but its input statistics (this
+    data's are used) and, for another label set, its classifier. Returns (state, same labels)."""
+    from safetensors.torch import load_file
+
+    d = _init_dir(init_from)
+    base = ModelMeta.from_dict(json.loads((d / META).read_text()))
+    theirs = {k: v for k, v in base.model_kwargs.items() if k != "n_classes"}
+    ours = {k: v for k, v in meta.model_kwargs.items() if k != "n_classes"}
+    if base.model_name != meta.model_name or theirs != ours:
+        raise FineTuneError(
+            f"train.init_from={init_from} is a {base.model_name} {theirs}; this run trains a "
+            f"{meta.model_name} {ours}: set model.name and model.{base.model_name} (and features.n_mels) "
+            "to the earlier model's")
+    same_labels = base.labels == meta.labels
+    state = {k: v for k, v in load_file(str(d / WEIGHTS)).items()
+             if k not in ("mel_mean", "mel_std") and (same_labels or not model.is_classifier(k))}
+    return state, same_labels
 
 
 def seed_everything(seed: int) -> None:
@@ -179,6 +223,18 @@ def epoch_order(train_rows: np.ndarray, train_targets: torch.Tensor, sampler: st
     return train_rows[torch.multinomial(p, len(train_rows), replacement=True, generator=gen).numpy()]
 
 
+def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
+    """Freeze (or free) every parameter outside the classifier; a frozen backbone's batch norms
+    keep their statistics (eval mode) too. Call after ``model.train()``."""
+    for name, p in model.named_parameters():
+        if not model.is_classifier(name):
+            p.requires_grad_(not frozen)
+    if frozen:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not model.is_classifier(name):
+                module.eval()
+
+
 def _score(metrics: dict, loss: float, monitor: str) -> float:
     # Higher is better for every monitored quantity; loss is negated.
     return -loss if monitor == "loss" else metrics[monitor]
@@ -228,13 +284,26 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
     meta = ModelMeta(params.model.name, model_kwargs, labels, features.spec, model_hash(params, features),
                      dataset_fingerprint(features))
     model = meta.build()
+    if cfg.init_from:
+        state, same_labels = init_state(cfg.init_from, meta, model)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and all(k in ("mel_mean", "mel_std") or model.is_classifier(k) for k in missing), \
+            (missing, unexpected)
+        if progress:
+            tqdm.write(f"train: starting from {cfg.init_from}" + ("" if same_labels else " with a new classifier "
+                       f"for {len(labels)} labels"))
     mean, std = mel_statistics(arr, train_rows)
     model.set_normalization(mean, std)
     model.to(device)
+    backbone = [p for n, p in model.named_parameters() if not model.is_classifier(n)]
+    classifier = [p for n, p in model.named_parameters() if model.is_classifier(n)]
 
     steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Two groups: the backbone at lr * backbone_lr_scale, the classifier at lr (the same update
+    # as one group when the scale is 1).
+    optimizer = torch.optim.AdamW([{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale},
+                                   {"params": classifier, "lr": cfg.lr}], weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(round(cfg.warmup_epochs * steps_per_epoch), total_steps)
     )
@@ -280,6 +349,8 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
             result.stopped_early = True
             break
         model.train()
+        frozen = epoch < cfg.freeze_epochs
+        set_backbone_frozen(model, frozen)
         order = epoch_order(train_rows, train_targets, cfg.sampler, gen)
         loss_sum, seen = 0.0, 0
         te = time.perf_counter()
@@ -311,7 +382,8 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
                                    per_file["predicted"].map(label_pos).to_numpy(), labels)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss,
                "val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
-               "val_macro_f1": m["macro_f1"], "lr": optimizer.param_groups[0]["lr"],
+               "val_macro_f1": m["macro_f1"], "lr": optimizer.param_groups[-1]["lr"],
+               "backbone_frozen": frozen,
                "seconds": round(time.perf_counter() - te, 3)}
         result.history.append(row)
         score = _score(m, val_loss, cfg.monitor)

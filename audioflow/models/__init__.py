@@ -18,7 +18,13 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], type]] = {}
 
 
 class LogMelModel(nn.Module):
-    """Base of the registered models: the input standardisation every model shares."""
+    """Base of the registered models: the input standardisation every model shares.
+
+    ``classifier`` names the submodules that map features to the label set: fine-tuning on new
+    labels replaces them (and trains them at the full learning rate); the rest is the backbone.
+    """
+
+    classifier: tuple[str, ...] = ("head",)
 
     def __init__(self, n_mels: int, n_classes: int):
         super().__init__()
@@ -33,6 +39,10 @@ class LogMelModel(nn.Module):
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mel_mean[:, None]) / self.mel_std[:, None]
+
+    def is_classifier(self, name: str) -> bool:
+        """Whether a parameter, buffer or submodule (by qualified name) belongs to the classifier."""
+        return any(name == c or name.startswith(c + ".") for c in self.classifier)
 
 
 def register_model(name: str, options: type) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:

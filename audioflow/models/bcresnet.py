@@ -68,6 +68,8 @@ class BCResBlock(nn.Module):
 class BCResNet(LogMelModel):
     """[batch, n_mels, frames] log-mel (dB) -> [batch, n_classes] logits."""
 
+    classifier = ("classify",)
+
     def __init__(self, n_mels: int, n_classes: int, width: float = 2.0, dropout: float = 0.1, subbands: int = 4):
         super().__init__(n_mels, n_classes)
         c = [max(4, round(k * width)) for k, *_ in STAGES]
@@ -81,7 +83,7 @@ class BCResNet(LogMelModel):
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         head = max(8, round(32 * width))
-        self.head = nn.Sequential(
+        self.neck = nn.Sequential(
             nn.Conv2d(c_in, c_in, (5, 5), padding=2, groups=c_in, bias=False),
             nn.Conv2d(c_in, head, 1, bias=False), nn.BatchNorm2d(head), nn.ReLU(),
         )
@@ -89,7 +91,7 @@ class BCResNet(LogMelModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(self.standardize(x).unsqueeze(1)))
-        x = self.head(x).mean(dim=(2, 3), keepdim=True)  # average over frequency and time
+        x = self.neck(x).mean(dim=(2, 3), keepdim=True)  # average over frequency and time
         return self.classify(x).flatten(1)
 
 
