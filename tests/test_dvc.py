@@ -171,10 +171,9 @@ print(json.dumps(found))
 """
 
 
-@pytest.mark.slow
-def test_one_truth_cli_dvc_and_zenml_agree(repo: Repo, tmp_path: Path):
-    """Same params, same data, CPU: `audioflow run`, `dvc repro` and the ZenML pipeline write
-    the same metrics and predictions, and every stage records the same parameters."""
+def other_fronts(repo: Repo, tmp_path: Path) -> tuple[dict[str, str], Path, Path, Path]:
+    """A ZenML project and a CLI project beside the DVC repository, with its data and params:
+    (environment with its own ZenML store and TMPDIR, that TMPDIR, ZenML project, CLI project)."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = repo.env | {"ZENML_CONFIG_PATH": str(tmp_path / "zenml-config"), "ZENML_ANALYTICS_OPT_IN": "false",
@@ -185,6 +184,14 @@ def test_one_truth_cli_dvc_and_zenml_agree(repo: Repo, tmp_path: Path):
     for where in (project, cli):
         shutil.copytree(repo.path / "data", where / "data")
         shutil.copyfile(repo.path / "params.yaml", where / "params.yaml")
+    return env, scratch, project, cli
+
+
+@pytest.mark.slow
+def test_one_truth_cli_dvc_and_zenml_agree(repo: Repo, tmp_path: Path):
+    """Same params, same data, CPU: `audioflow run`, `dvc repro` and the ZenML pipeline write
+    the same metrics and predictions, and every stage records the same parameters."""
+    env, scratch, project, cli = other_fronts(repo, tmp_path)
     p = subprocess.run([sys.executable, "-m", "pipelines.run"], cwd=project, env=env,
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]

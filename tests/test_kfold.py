@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.test_dvc import AUDIOFLOW, ROOT, SMALL, new_repo, ran
+from tests.test_dvc import AUDIOFLOW, ROOT, SMALL, new_repo, other_fronts, ran
 
 FOLDS = ["1", "2", "3"]
 KFOLD = SMALL | {"split.strategy": "kfold", "split.folds": [1, 2, 3]}
@@ -104,16 +104,7 @@ def test_kfold_figures_are_the_folds(repo):
 
 
 def test_cli_and_zenml_report_what_dvc_reports(repo, tmp_path: Path):
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    env = repo.env | {"ZENML_CONFIG_PATH": str(tmp_path / "zenml-config"), "ZENML_ANALYTICS_OPT_IN": "false",
-                      "TMPDIR": str(scratch)}
-    project, cli = tmp_path / "zenml-project", tmp_path / "cli-project"
-    for d in ("steps", "pipelines", "configs"):
-        shutil.copytree(ROOT / d, project / d, ignore=shutil.ignore_patterns("__pycache__"))
-    for where in (project, cli):
-        shutil.copytree(repo.path / "data", where / "data")
-        shutil.copyfile(repo.path / "params.yaml", where / "params.yaml")
+    env, scratch, project, cli = other_fronts(repo, tmp_path)
 
     def zenml_run() -> str:
         p = subprocess.run([sys.executable, "-m", "pipelines.run"], cwd=project, env=env,
