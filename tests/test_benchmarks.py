@@ -109,6 +109,28 @@ def test_zenml_runs_rejects_bad_overrides_before_running(override: str, message:
     assert sorted(tmpdir.iterdir()) == []
 
 
+def test_fsdd_accuracy_smoke(tmp_path: Path):
+    """Both protocols on a tiny FSDD-shaped folder (3 speakers, 3 "digits", official split column)."""
+    root = tmp_path / "fsdd"
+    rows = ["path,label,speaker,split"]
+    for d, freq in enumerate((300.0, 700.0, 1500.0)):
+        for i, s in enumerate(("ann", "bob", "cyd")):
+            for k in range(4):
+                rel = f"recordings/{d}_{s}_{k}.wav"
+                write_wav(root / rel, tone(freq * (1 + 0.01 * k + 0.02 * i), 0.3 + 0.05 * k, 8000,
+                                           seed=d * 100 + i * 10 + k), 8000)
+                rows.append(f"{rel},{d},{s},{'test' if k < 1 else 'train'}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    result = tmp_path / "fsdd.json"
+    out = run_benchmark("fsdd_accuracy", "--data", root, "--set", "train.epochs=1", "--set",
+                        "model.cnn.channels=[4,8]", "--json", result, tmp_path=tmp_path)
+    assert "official split: test accuracy" in out and "leave one speaker out: mean accuracy" in out
+    r = json.loads(result.read_text())
+    assert list(r["loso"]["folds"]) == ["ann", "bob", "cyd"] and r["official"]["n"] == 9
+    assert r["loso"]["n"] == 36 and r["official"]["window_s"] == 0.5  # auto: 90 % of clips <= 0.5 s
+    assert 0 <= r["official"]["accuracy"] <= 1 and r["loso"]["seconds"] > 0
+
+
 def test_every_benchmark_has_a_smoke_run_and_is_in_make_bench():
     modules = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__"}
     smoke = {name.removeprefix("test_").removesuffix("_smoke") for name in globals()
