@@ -87,7 +87,7 @@ DONE = {
     "ingest": lambda ds, _: f"{len(ds.files)} recordings, {len(ds.labels)} classes, fingerprint {ds.fingerprint[:12]}",
     "featurize": lambda f, _: (f"{len(f.index)} windows of {f.spec.window_samples / f.spec.sample_rate:g} s "
                                f"({f.spec.n_mels}x{f.spec.n_frames} log-mel) at {f.spec.sample_rate} Hz"),
-    "split": lambda table, _: str(_split_counts(table)) if "fold" not in table else _folds_line(table),
+    "split": lambda table, lay: str(_split_counts(table)) if not _kfold(lay) else _folds_line(table),
     "train": lambda r, _: (f"best epoch {r.best_epoch}, val {r.monitor} {r.best_metric:.4f}, "
                         f"{len(r.history)} epochs in {r.seconds:.1f}s on {r.device}"
                         + (f" (resumed after epoch {r.resumed_from_epoch})" if r.resumed_from_epoch else "")),
@@ -96,6 +96,12 @@ DONE = {
     "export": lambda r, lay: (f"{lay.onnx} ({r.get('size_bytes', 0) / 1e6:.2f} MB), ONNX Runtime vs PyTorch "
                          f"max |diff| {r.get('max_abs_diff', float('nan')):.2e}" + _int8_line(r.get("int8"), lay)),
 }
+
+
+def _kfold(lay) -> bool:
+    from audioflow.split import fold_names
+
+    return bool(fold_names(lay.path("split")))
 
 
 def _folds_line(table) -> str:

@@ -271,16 +271,29 @@ def params_from_yaml(text: str, overrides: dict[str, Any] | None = None, source:
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     for dotted, value in (overrides or {}).items():
-        *path, key = dotted.split(".")
-        if not path or not key:
-            raise ParamsError(f"{source}: override {dotted!r} is not section.key (or section.sub.key)")
-        node = raw
-        for part in path:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ParamsError(f"{source}: override {dotted!r}: {part} is not a mapping")
-        node[key] = value
+        try:
+            set_key(raw, dotted, value)
+        except KeyError as exc:
+            raise ParamsError(f"{source}: {exc.args[0]}") from None
     return params_from_dict(raw, source=source)
+
+
+def set_key(raw: dict[str, Any], dotted: str, value: Any, existing: bool = False) -> None:
+    """``raw[section][...][key] = value`` for ``section.key`` or ``section.sub.key``; with
+    ``existing``, only where that key is already there. A bad key raises KeyError(message)."""
+    *path, key = dotted.split(".")
+    if not path or not all(path) or not key:
+        raise KeyError(f"override {dotted!r} is not section.key (or section.sub.key)")
+    node = raw
+    for part in path:
+        if existing and not isinstance(node.get(part), dict):
+            raise KeyError(f"{dotted}: there is no such key")
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise KeyError(f"override {dotted!r}: {part} is not a mapping")
+    if existing and key not in node:
+        raise KeyError(f"{dotted}: there is no such key")
+    node[key] = value
 
 
 def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:

@@ -286,20 +286,63 @@ def split(params: Params, dataset: Path, validation: Path, out: Path, *, progres
 
 
 def train(params: Params, features: Path, split: Path, out: Path, *, progress: bool = True,
-          publish_to: Path | None = None, on_checkpoint: Callable[[Path], None] | None = None):
+          publish_to: Path | None = None, on_checkpoint: Callable[[Path], None] | None = None,
+          on_epoch: Callable[[dict], None] | None = None):
     """Train into ``out`` (which keeps a resumable checkpoint, ``checkpoint/last.pt``, across crashes).
 
     The best weights go to ``out/model``. ``on_checkpoint(path)`` runs after every epoch's
-    checkpoint (see ``training.train``).
+    checkpoint, ``on_epoch(row)`` after every epoch (see ``training.train``). Every epoch's
+    figures also go to ``out/live`` with DVCLive while training runs (``metrics.json``, and a
+    TSV per metric under ``plots/``), where `dvc exp show` and `dvc plots` read them.
     """
     from audioflow import split as _split
     from audioflow.features import Features
     from audioflow.training import train as _train
 
-    result = _train(Features.load(features), _split.load(split), params, out,
-                    progress=progress, on_checkpoint=on_checkpoint)
+    with live_log(out / LIVE) as log:
+        def each_epoch(row: dict) -> None:
+            log(row)
+            if on_epoch is not None:
+                on_epoch(row)
+
+        result = _train(Features.load(features), _split.load(split), params, out,
+                        progress=progress, on_checkpoint=on_checkpoint, on_epoch=each_epoch)
     _write_params(params, "train", out)
     return result
+
+
+LIVE = "live"  # the DVCLive folder in a train stage folder
+
+
+@contextmanager
+def live_log(folder: Path) -> Iterator[Callable[[dict], None]]:
+    """A function that logs one epoch's figures with DVCLive into ``folder`` (started afresh;
+    a resumed run replays its earlier epochs). Without DVCLive (no dvc extra) it does nothing."""
+    try:
+        from dvclive import Live
+    except ImportError:
+        yield lambda row: None
+        return
+
+    class FilesOnly(Live):
+        # Only the files: dvc.yaml declares them, and DVCLive makes no experiment of its own.
+        # (Its repository probe also fails in a git repository without a commit, DVCLive 3.49.)
+        def _init_dvc(self) -> None:
+            pass
+
+    live = FilesOnly(dir=str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
+
+    def log(row: dict) -> None:
+        live.step = int(row["epoch"])
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, int | float) and not isinstance(value, bool):
+                live.log_metric(key, value)
+        live.make_summary()
+
+    try:
+        yield log
+    finally:
+        live.end()
 
 
 def checkpoint_key(params: Params, features: Path, split: Path) -> str:
@@ -333,12 +376,13 @@ class QualityGateError(AudioflowError, RuntimeError):
 
 
 def train_fold(params: Params, features: Path, split: Path, out: Path, *, fold: str, progress: bool = True,
-               publish_to: Path | None = None, on_checkpoint: Callable[[Path], None] | None = None):
+               publish_to: Path | None = None, on_checkpoint: Callable[[Path], None] | None = None,
+               on_epoch: Callable[[dict], None] | None = None):
     """``train`` on one fold's split (``split/folds/<fold>``): that fold is its test set."""
     from audioflow import split as _split
 
     return train(params, features, _split.fold_dir(split, fold), out, progress=progress,
-                 on_checkpoint=on_checkpoint)
+                 on_checkpoint=on_checkpoint, on_epoch=on_epoch)
 
 
 def _score(features: Path, split: Path, trained_model: Path, tmp: Path, title: str, extra: dict) -> dict:

@@ -254,18 +254,22 @@ def train(
     progress: bool = True,
     resume: bool = True,
     on_checkpoint: Callable[[Path], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """Train the configured model on the train split, select on val, save the best.
 
     ``on_checkpoint(path)`` is called after every epoch with the freshly written
-    ``checkpoint/last.pt``, e.g. to copy it where a restarted job finds it.
+    ``checkpoint/last.pt``, e.g. to copy it where a restarted job finds it. ``on_epoch(row)``
+    gets every epoch's figures (the ``history.csv`` row) as soon as they exist, for live
+    progress; a resumed run first replays the epochs before the crash.
     """
     with scratch_compiler_cache():
-        return _train(features, split_table, params, Path(out_dir), progress, resume, on_checkpoint)
+        return _train(features, split_table, params, Path(out_dir), progress, resume, on_checkpoint, on_epoch)
 
 
 def _train(features: Features, split_table: pd.DataFrame, params: Params, out: Path, progress: bool,
-           resume: bool, on_checkpoint: Callable[[Path], None] | None) -> TrainResult:
+           resume: bool, on_checkpoint: Callable[[Path], None] | None,
+           on_epoch: Callable[[dict], None] | None) -> TrainResult:
     from tqdm import tqdm
 
     cfg = params.train
@@ -341,6 +345,8 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
             if progress:
                 tqdm.write(f"train: resuming from {ckpt_path} after epoch {start_epoch}")
 
+    for row in result.history if on_epoch is not None else []:  # the epochs before a crash
+        on_epoch(row)
     t0 = time.perf_counter()
     epochs = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs,
                   desc="train", unit="epoch", disable=not progress, leave=False)
@@ -406,6 +412,8 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
         }, ckpt_path)
         if on_checkpoint is not None:
             on_checkpoint(ckpt_path)
+        if on_epoch is not None:
+            on_epoch(row)
     else:
         result.stopped_early = bad_epochs >= cfg.patience and len(result.history) < cfg.epochs
     result.seconds = time.perf_counter() - t0

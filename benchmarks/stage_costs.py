@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         lay = stages.Layout(work / "artifacts", work / "outputs")
         costs: dict[str, tuple[float, float]] = {}
         results = {}
-        for name in stages.STAGES:
+        for name in (n for n, s in stages.STAGES.items() if not s.per_fold):  # one split, one model
             if name == "split":  # the baseline, between featurize and split as before
                 sample_rate = results["featurize"].spec.sample_rate
                 _, *costs["decode (baseline)"] = timed(decode_all, results["ingest"], sample_rate)

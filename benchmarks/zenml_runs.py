@@ -59,16 +59,16 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def project_params(src: Path, overrides: list[tuple[str, Any]]) -> str:
     """The text of src with the overrides applied, validated as every stage validates it."""
-    from audioflow.config import ParamsError, params_from_dict
+    from audioflow.config import ParamsError, params_from_dict, set_key
 
     if not overrides:
         return src.read_text()
     params = yaml.safe_load(src.read_text())
     for dotted, value in overrides:
-        section, key = dotted.split(".", 1)
-        if key not in (params.get(section) or {}):
+        try:
+            set_key(params, dotted, value, existing=True)
+        except KeyError:
             sys.exit(f"--set {dotted}: {src.name} has no such key")
-        params[section][key] = value
     try:  # fail here, before minutes of runs, not in a step
         params_from_dict(params, source=f"{src.name} with --set overrides")
     except ParamsError as exc:

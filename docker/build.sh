@@ -48,7 +48,7 @@ done
 
 # The smoke test's audioflow arguments. RUN_ARGS keeps the run to about a minute on a CPU.
 DEMO_ARGS=(demo-data data --n-recordings 60 --quiet)
-RUN_ARGS=(run --quiet --set train.epochs=1 --set features.window_s=1.5 --set 'model.channels=[8,16]' --set validate.min_per_class=3)
+RUN_ARGS=(run --quiet --set train.epochs=1 --set features.window_s=1.5 --set 'model.cnn.channels=[8,16]' --set validate.min_per_class=3)
 PREDICT_ARGS=(predict outputs/model.onnx data/recordings)
 
 docker="${DOCKER:-docker}"

@@ -34,6 +34,14 @@ def data_fingerprint() -> str:
     return _ingest(load_params(params_file()).data, progress=False).fingerprint
 
 
+def live_metadata(row: dict) -> None:
+    """One epoch's figures as metadata of the running step: the dashboard shows training's
+    progress while it runs (``epoch`` and the latest values; history.csv keeps every epoch)."""
+    from zenml import log_metadata
+
+    log_metadata(metadata={k: v for k, v in row.items() if isinstance(v, int | float)})
+
+
 def stage_dir(stage: str) -> Path:
     """A fresh folder for a stage's outputs, removed when the step ends.
 

@@ -6,7 +6,7 @@ from zenml import log_metadata, step
 from zenml.types import HTMLString
 
 from audioflow import stages
-from steps._common import params, png_html, stage_dir, stored_checkpoint
+from steps._common import live_metadata, params, png_html, stage_dir, stored_checkpoint
 
 
 @step
@@ -21,7 +21,7 @@ def train(features: Path, split: Path, model_cfg: dict[str, Any], train_cfg: dic
     p = params(model=model_cfg, train=train_cfg)
     out = stage_dir("train")
     with stored_checkpoint(stages.checkpoint_key(p, features, split), out / "checkpoint") as upload:
-        result = stages.train(p, features, split, out, progress=False, on_checkpoint=upload)
+        result = stages.train(p, features, split, out, progress=False, on_checkpoint=upload, on_epoch=live_metadata)
     shutil.rmtree(out / "checkpoint")  # emptied by the finished run: not part of the artifact
     log_metadata(metadata=result.summary())
     return out, png_html(out / "training_curves.png", "Training curves")

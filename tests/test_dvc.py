@@ -24,6 +24,8 @@ import pytest
 import soundfile as sf
 import yaml
 
+from audioflow.config import set_key
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DVC = BIN / "dvc"
@@ -85,12 +87,7 @@ class Repo:
         path = self.path / "params.yaml"
         params = yaml.safe_load(path.read_text())
         for dotted, value in values.items():
-            *path, key = dotted.split(".")
-            node = params
-            for part in path:
-                node = node[part]
-            assert key in node, f"params.yaml has no {dotted}"
-            node[key] = value
+            set_key(params, dotted, value, existing=True)  # KeyError: params.yaml has no such key
         path.write_text(yaml.safe_dump(params, sort_keys=False))
 
     def repro(self) -> list[str]:
@@ -304,10 +301,49 @@ def test_local_remote_push_pull(repo: Repo, tmp_path: Path):
 
 
 @pytest.mark.slow
+def live_steps(repo: Repo) -> int | None:
+    """The training epoch `dvc exp show` reports for the workspace (DVCLive's metrics)."""
+    p = subprocess.run([str(DVC), "exp", "show", "--json"], cwd=repo.path, env=repo.env, capture_output=True,
+                       text=True, timeout=120)
+    try:
+        rows = json.loads(p.stdout)
+    except json.JSONDecodeError:
+        return None
+    workspace = next((r for r in rows if r["rev"] == "workspace"), None)
+    metrics = ((workspace or {}).get("data") or {}).get("metrics") or {}
+    return (metrics.get("artifacts/train/live/metrics.json") or {}).get("data", {}).get("step")
+
+
+@pytest.mark.slow
 def test_experiment_listed_beside_baseline(repo: Repo):
+    """An experiment run shows its training progress in `dvc exp show` while it runs (DVCLive),
+    and is listed beside its baseline when done."""
     repo.commit("remote")  # the baseline commit of the experiment
-    out = repo.dvc("exp", "run", "-S", "train.lr=0.001", "--name", "lr-0001")
+    epochs = 20
+    proc = subprocess.Popen([str(DVC), "exp", "run", "-S", "train.lr=0.001", "-S", f"train.epochs={epochs}",
+                             "-S", "train.patience=100", "--name", "lr-0001"], cwd=repo.path, env=repo.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[int] = []
+    try:
+        while proc.poll() is None:
+            step = live_steps(repo)
+            if step is not None and (not seen or step != seen[-1]):
+                seen.append(step)
+        out = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    assert proc.returncode == 0, out
     assert set(ran(out)) == {"train", "evaluate", "export"}
+    # Epochs appeared one after another while it trained, before the last one.
+    assert any(1 <= s < epochs for s in seen), seen
+    during = seen[1:] if seen[0] == SMALL["train.epochs"] else seen  # the baseline's last epoch may show first
+    assert during == sorted(during), seen
+    assert live_steps(repo) == epochs
     table = json.loads(repo.dvc("exp", "show", "--json"))
     baseline = next(row for row in table if row["rev"] != "workspace")
     assert baseline["data"]["params"]["params.yaml"]["data"]["train"]["lr"] == 0.002

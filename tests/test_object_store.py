@@ -261,9 +261,9 @@ def zenml_s3(s3_server, demo, tmp_path_factory):
     proj = Project(root)
     # No AWS_* variables: the artifact store's own configuration must be enough.
     proj.env = {k: v for k, v in proj.env.items() if not k.startswith("AWS_")}
-    for section, key, value in [("train", "epochs", 2), ("features", "window_s", 1.5),
-                                ("model", "channels", [8, 16]), ("validate", "min_per_class", 3)]:
-        proj.set_param(section, key, value)
+    for dotted, value in [("train.epochs", 2), ("features.window_s", 1.5),
+                          ("model.cnn.channels", [8, 16]), ("validate.min_per_class", 3)]:
+        proj.set_param(dotted, value)
     proj.bucket = s3_server.make_bucket("zenml")
     zenml = str(BIN / "zenml")
     proj.sh(zenml, "init")
@@ -314,8 +314,8 @@ def test_zenml_pipeline_on_an_s3_artifact_store(zenml_s3, s3_server):
 @pytest.mark.slow
 def test_killed_training_resumes_from_the_artifact_store(zenml_s3, s3_server):
     """A step killed mid-training (a lost pod) resumes from the checkpoint in the artifact store."""
-    zenml_s3.set_param("train", "epochs", 12)  # about 1 s each here: time to see the first one
-    zenml_s3.set_param("train", "patience", 12)
+    zenml_s3.set_param("train.epochs", 12)  # about 1 s each here: time to see the first one
+    zenml_s3.set_param("train.patience", 12)
     fs = s3_server.fs()
     pattern = f"{zenml_s3.bucket}/zenml/audioflow-checkpoints/*/last.pt"
     proc = subprocess.Popen([str(BIN / "zenml"), "pipeline", "run", "pipelines.training.training_pipeline",

@@ -18,6 +18,8 @@ import pytest
 import soundfile as sf
 import yaml
 
+from audioflow.config import set_key
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STEPS = ["ingest", "validate", "featurize", "split", "train", "evaluate", "export", "publish"]
@@ -39,6 +41,7 @@ print(json.dumps({
         "metadata": dict(c.get_model_version(mv.model.name, mv.name).run_metadata)},
     "visualized": sorted(n for s in run.steps.values() for n, a in s.outputs.items()
                          if a[0].visualizations),
+    "train_metadata": dict(run.steps["train"].run_metadata),
 }, default=str))
 """
 
@@ -71,10 +74,10 @@ class Project:
         last["left_in_tmp"] = sorted(q.name for q in (self.root / "tmp").iterdir())
         return last
 
-    def set_param(self, section: str, key: str, value) -> None:
+    def set_param(self, dotted: str, value) -> None:
         f = self.root / "params.yaml"
         p = yaml.safe_load(f.read_text())
-        p[section][key] = value
+        set_key(p, dotted, value, existing=True)
         f.write_text(yaml.safe_dump(p))
 
 
@@ -92,9 +95,9 @@ def project(tmp_path_factory) -> Project:
     shutil.copyfile(ROOT / "params.yaml", root / "params.yaml")
     write_demo_dataset(root / "data", n_recordings=60, seed=5, min_s=2.0, max_s=3.0, progress=False)
     proj = Project(root)
-    for section, key, value in [("train", "epochs", 3), ("features", "window_s", 1.5),
-                                ("model", "channels", [8, 16]), ("validate", "min_per_class", 3)]:
-        proj.set_param(section, key, value)
+    for dotted, value in [("train.epochs", 3), ("features.window_s", 1.5),
+                          ("model.cnn.channels", [8, 16]), ("validate.min_per_class", 3)]:
+        proj.set_param(dotted, value)
     proj.sh(str(BIN / "zenml"), "init")
     proj.first = proj.run()
     return proj
@@ -116,6 +119,10 @@ def test_first_run_runs_every_step_and_writes_outputs(project: Project):
     assert mv["stage"] == "staging"  # promoted: the quality gate passed
     # What the dashboard can show.
     assert {"validation_report", "confusion_matrix", "training_curves"} <= set(first["visualized"])
+    # Each epoch's figures became train-step metadata as training ran (the last epoch's remain).
+    train_meta = first["train_metadata"]
+    assert train_meta["epoch"] == train_meta["epochs_run"] >= 1, train_meta
+    assert {"train_loss", "val_loss", "val_macro_f1", "lr"} <= set(train_meta)
     # Import noise from Great Expectations does not reach the user.
     assert "great_expectations" not in first["log"].lower()
     # The run leaves the temporary directory as it found it (stage folders, loaded inputs).
@@ -131,13 +138,13 @@ def test_unchanged_rerun_reuses_every_step(project: Project):
 
 
 def test_train_parameter_reruns_only_train_and_after(project: Project):
-    project.set_param("train", "lr", 0.002)
+    project.set_param("train.lr", 0.002)
     last = project.run()
     assert rerun(last) == {"train", "evaluate", "export", "publish"}
 
 
 def test_featurize_parameter_reruns_featurize_and_after(project: Project):
-    project.set_param("features", "n_mels", 32)
+    project.set_param("features.n_mels", 32)
     last = project.run()
     assert rerun(last) == {"featurize", "train", "evaluate", "export", "publish"}
 
@@ -182,9 +189,9 @@ def test_added_or_removed_recording_changes_the_ingest_cache_key(project: Projec
 
 
 def test_quality_gate_fails_the_run_and_does_not_promote(project: Project):
-    project.set_param("evaluate", "min_macro_f1", 1.0)
-    project.set_param("train", "epochs", 1)
-    project.set_param("train", "lr", 1e-6)  # an untrained model: macro-F1 far below 1
+    project.set_param("evaluate.min_macro_f1", 1.0)
+    project.set_param("train.epochs", 1)
+    project.set_param("train.lr", 1e-6)  # an untrained model: macro-F1 far below 1
     last = project.run(check=False)
     assert last["status"] == "failed"
     assert "below evaluate.min_macro_f1=1.0" in last["log"]
