@@ -205,6 +205,11 @@ class TrainConfig(_Section):
     freq_mask: int = Field(8, ge=0)  # SpecAugment: widest masked band in mel bins; 0 = off
     time_mask: int = Field(20, ge=0)  # SpecAugment: longest masked span in frames; 0 = off
     label_smoothing: float = Field(0.05, ge=0, lt=1)
+    # Augmentation of training batches, vectorized on the log-mel batch: a random gain per
+    # example (a dB offset, exact on log-mel; silence stays silence), and mixup (pairs of
+    # examples and their labels mixed, weight ~ Beta(mixup, mixup)).
+    gain_db: float = Field(6.0, ge=0, le=40)  # uniform in +-gain_db; 0 = off
+    mixup: float = Field(0.0, ge=0)  # Beta alpha; 0 = off
     # Imbalance. balanced: each class weighs n / (k * n_class) in the loss (no change when the
     # classes are even); focal: (1 - p)^gamma down-weights examples already right; a balanced
     # sampler draws every class equally often (with replacement) instead of shuffling.

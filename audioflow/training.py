@@ -28,9 +28,10 @@ from audioflow.checkpoint import META, WEIGHTS, ModelMeta, save_model
 from audioflow.config import Params
 from audioflow.errors import AudioflowError
 from audioflow.evaluation import aggregate_files, classification_metrics, predict_rows, rows_for
-from audioflow.features import Features, pick_device, scratch_compiler_cache
+from audioflow.features import LOG_FLOOR, Features, pick_device, scratch_compiler_cache
 
 CHUNK = 256  # windows per block when computing statistics
+FLOOR_DB = 10.0 * math.log10(LOG_FLOOR)  # the log-mel of silence and of padding
 
 
 @dataclass
@@ -192,6 +193,24 @@ def spec_augment(x: torch.Tensor, fill: torch.Tensor, freq_mask: int, time_mask:
         masked = (pos >= start[:, None]) & (pos < (start + w)[:, None])  # [b, size]
         keep &= ~(masked[:, :, None] if axis == 1 else masked[:, None, :])
     return torch.where(keep, x, fill[None, :, None].to(x.dtype))
+
+
+def random_gain(x: torch.Tensor, gain_db: float, floor_db: float, gen: torch.Generator) -> torch.Tensor:
+    """Each example louder or quieter by a uniform +-gain_db: on log-mel (dB) a gain is an
+    offset; cells at the floor (silence, padding) stay there, as zeros times a gain stay zero."""
+    if not gain_db:
+        return x
+    g = (torch.rand(x.shape[0], generator=gen) * 2 - 1) * gain_db
+    return torch.where(x > floor_db, (x + g[:, None, None]).clamp(min=floor_db), x)
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, gen: torch.Generator):
+    """Mix each example with another of the batch: (x, y, partner's y, weight of y), with one
+    weight ~ Beta(alpha, alpha) per batch drawn from ``gen`` (so a resumed run draws the same)."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    perm = torch.randperm(x.shape[0], generator=gen)
+    return lam * x + (1 - lam) * x[perm], y, y[perm], lam
 
 
 def class_weights(targets: torch.Tensor, n_classes: int, how: str) -> torch.Tensor | None:
@@ -366,10 +385,17 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
                 continue
             x = torch.from_numpy(np.asarray(arr[np.sort(rows)], dtype=np.float32))
             y = targets[np.sort(rows)]
+            x = random_gain(x, cfg.gain_db, FLOOR_DB, gen)
             x = spec_augment(x, model.mel_mean.cpu(), cfg.freq_mask, cfg.time_mask, gen)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            y2, lam = y, 1.0
+            if cfg.mixup:
+                x, y, y2, lam = mixup(x, y, cfg.mixup, gen)
+            x, y, y2 = (t.to(device, non_blocking=True) for t in (x, y, y2))
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = loss_fn(model(x), y, weight_dev, cfg)
+                logits = model(x)
+                loss = loss_fn(logits, y, weight_dev, cfg)
+                if lam < 1.0:
+                    loss = lam * loss + (1 - lam) * loss_fn(logits, y2, weight_dev, cfg)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)

@@ -278,3 +278,36 @@ def test_bcresnet_trains_from_its_own_options(prepared, tmp_path: Path):
     preds = file_predictions(model, feats, rows_for(feats, table, "test"), torch.device("cpu"))
     assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
     assert (preds["actual"] == preds["predicted"]).mean() >= 0.8, preds
+
+
+def test_random_gain_is_a_db_offset_that_leaves_silence_alone():
+    from audioflow.training import FLOOR_DB, random_gain
+
+    x = torch.full((5, 4, 10), -20.0)
+    x[:, :, 7:] = FLOOR_DB  # padding / silence
+    out = random_gain(x, 6.0, FLOOR_DB, torch.Generator().manual_seed(0))
+    offsets = (out[:, :, :7] - x[:, :, :7]).reshape(5, -1)
+    assert torch.allclose(offsets, offsets[:, :1].expand_as(offsets))  # one gain per example
+    assert offsets.abs().max() <= 6.0 and len(set(offsets[:, 0].tolist())) == 5
+    assert torch.equal(out[:, :, 7:], x[:, :, 7:])  # silence stays silence
+    assert torch.equal(random_gain(x, 0.0, FLOOR_DB, torch.Generator()), x)
+
+
+def test_mixup_mixes_examples_and_labels_with_one_weight():
+    from audioflow.training import mixup
+
+    x = torch.arange(6, dtype=torch.float32)[:, None, None].expand(6, 2, 3).clone()
+    y = torch.arange(6)
+    mixed, y1, y2, lam = mixup(x, y, 0.4, torch.Generator().manual_seed(3))
+    again = mixup(x, y, 0.4, torch.Generator().manual_seed(3))
+    assert lam == again[3] and torch.equal(mixed, again[0])  # the generator decides
+    assert 0 <= lam <= 1 and torch.equal(y1, y) and sorted(y2.tolist()) == list(range(6))
+    assert torch.allclose(mixed[:, 0, 0], lam * y.float() + (1 - lam) * y2.float())
+
+
+def test_mixup_and_gain_train(prepared, tmp_path: Path):
+    params, feats, table = prepared
+    params = params.model_copy(update={"train": params.train.model_copy(update={"mixup": 0.4, "epochs": 2})})
+    a = train(feats, table, params, tmp_path / "a", progress=False)
+    b = train(feats, table, params, tmp_path / "b", progress=False)
+    assert a.history[-1]["train_loss"] == b.history[-1]["train_loss"]  # still deterministic
