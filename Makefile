@@ -49,14 +49,16 @@ lint: setup  ## ruff, and hadolint on the Dockerfiles
 # featurize vs librosa on FSDD (~1 min; skips without ../shared/data/fsdd), three ZenML runs of
 # the demo pipeline in a temporary project (~3 min on 2 cores), per-stage costs on FSDD, then
 # PyTorch eager vs ONNX Runtime FP32/INT8 and the HTTP service (~2 min), then the exported
-# front-end three ways (~30 s), then accuracy on FSDD with the defaults: the official split and
-# leave one speaker out, 6 folds + the final model (~40 min on 2 cores; skips without FSDD).
+# front-end three ways (~30 s), the training loop against bare forward/backward (~3 min),
+# then accuracy on FSDD with the defaults: the official split and leave one speaker out,
+# 6 folds + the final model (~40 min on 2 cores; skips without FSDD).
 bench: setup  ## every benchmark in benchmarks/, ~50 min (see docs/BENCHMARKS.md)
 	$(RUN) python -m benchmarks.featurize_vs_librosa
 	$(RUN) python -m benchmarks.zenml_runs
 	$(RUN) python -m benchmarks.stage_costs
 	$(RUN) python -m benchmarks.inference_speed
 	$(RUN) python -m benchmarks.front_end
+	$(RUN) python -m benchmarks.train_throughput
 	$(RUN) python -m benchmarks.fsdd_accuracy
 
 clean:  ## remove generated data, artifacts and outputs (not the environment)

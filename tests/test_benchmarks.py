@@ -131,6 +131,17 @@ def test_fsdd_accuracy_smoke(tmp_path: Path):
     assert 0 <= r["official"]["accuracy"] <= 1 and r["loso"]["seconds"] > 0
 
 
+def test_train_throughput_smoke(tmp_path: Path):
+    result = tmp_path / "throughput.json"
+    out = run_benchmark("train_throughput", "--n-recordings", "60", "--epochs", "1", "--repeats", "1",
+                        "--set", "model.cnn.channels=[4,8]", "--set", "validate.min_per_class=3",
+                        "--json", result, tmp_path=tmp_path)
+    assert "loop / bare:" in out and "training loop (memmap" in out
+    r = json.loads(result.read_text())
+    assert r["benchmark"] == "train_throughput" and len(r["loop_s"]) == len(r["bare_s"]) == 1
+    assert r["n_batches"] >= 1 and r["ratio"] > 0 and all(t > 0 for t in r["loop_s"] + r["bare_s"])
+
+
 def test_every_benchmark_has_a_smoke_run_and_is_in_make_bench():
     modules = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__"}
     smoke = {name.removeprefix("test_").removesuffix("_smoke") for name in globals()
