@@ -201,7 +201,8 @@ class TrainConfig(_Section):
     monitor: Literal["loss", "macro_f1", "accuracy", "balanced_accuracy"] = "loss"  # on val
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = True  # mixed precision, CUDA only
+    amp: bool = True  # mixed precision, CUDA only (bf16 where supported, else fp16 with a GradScaler)
+    compile: bool = False  # torch.compile the training forward/backward (first epoch pays the compile)
     freq_mask: int = Field(8, ge=0)  # SpecAugment: widest masked band in mel bins; 0 = off
     time_mask: int = Field(20, ge=0)  # SpecAugment: longest masked span in frames; 0 = off
     label_smoothing: float = Field(0.05, ge=0, lt=1)

@@ -311,3 +311,23 @@ def test_mixup_and_gain_train(prepared, tmp_path: Path):
     a = train(feats, table, params, tmp_path / "a", progress=False)
     b = train(feats, table, params, tmp_path / "b", progress=False)
     assert a.history[-1]["train_loss"] == b.history[-1]["train_loss"]  # still deterministic
+
+
+def test_compiled_training_saves_the_plain_model(prepared, tmp_path: Path):
+    """train.compile: the loop runs a torch.compile'd module; what is saved is the model itself
+    (no compile wrapper in its weights)."""
+    params, feats, table = prepared
+    compiled = params.model_copy(update={"train": params.train.model_copy(update={"compile": True, "epochs": 2})})
+    eager = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 2})})
+    rc = train(feats, table, compiled, tmp_path / "c", progress=False)
+    re_ = train(feats, table, eager, tmp_path / "e", progress=False)
+    from safetensors.torch import load_file
+
+    keys = load_file(str(tmp_path / "c/model/model.safetensors")).keys()
+    assert not any("_orig_mod" in k for k in keys)
+    model, _ = load_model(tmp_path / "c/model")
+    preds = file_predictions(model, feats, rows_for(feats, table, "test"), torch.device("cpu"))
+    assert set(preds["path"]) == set(table.loc[table.split == "test", "path"])
+    # Compiled dropout draws from its own generator, so the losses are alike, not equal.
+    losses = [h["train_loss"] for h in rc.history]
+    assert all(np.isfinite(losses)) and abs(losses[0] - re_.history[0]["train_loss"]) < 0.5
