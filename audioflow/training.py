@@ -298,7 +298,8 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
     labels = features.labels
     label_pos = {lab: i for i, lab in enumerate(labels)}
     arr = features.array
-    train_rows, val_rows = rows_for(features, split_table, "train"), rows_for(features, split_table, "val")
+    # Copies: pandas hands out read-only arrays, and torch warns when it indexes with one.
+    train_rows, val_rows = (np.array(rows_for(features, split_table, part)) for part in ("train", "val"))
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise ValueError(f"need train and val windows, got {len(train_rows)} and {len(val_rows)}")
     targets = torch.tensor(features.index["label"].map(label_pos).to_numpy(), dtype=torch.long)
