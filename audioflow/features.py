@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -155,6 +156,12 @@ def scratch_compiler_cache() -> Iterator[None]:
     """
     key = "TORCHINDUCTOR_CACHE_DIR"
     before = os.environ.get(key)
+    # torch.compile's precompiled headers ignore that variable: they go to the default folder,
+    # $TMPDIR/torchinductor_<user>. Remove it afterwards if this block made it.
+    import getpass
+
+    default = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
+    existed = default.exists()
     with tempfile.TemporaryDirectory(prefix="audioflow-torch-cache-") as cache:
         os.environ[key] = cache
         try:
@@ -164,6 +171,8 @@ def scratch_compiler_cache() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = before
+            if not existed:
+                shutil.rmtree(default, ignore_errors=True)
 
 
 def pick_device(name: str) -> torch.device:

@@ -6,6 +6,7 @@ was never interrupted (CPU: two runs with the same seed are identical).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -24,9 +25,16 @@ SETTINGS = ["--set", "train.epochs=6", "--set", "train.batch_size=8", "--set", "
             "--set", "validate.min_per_class=3"]
 
 
+def env(project: Path) -> dict[str, str]:
+    # A killed process cannot clean up its temporary folders: keep them inside the test's folder.
+    scratch = project.parent / "tmp"
+    scratch.mkdir(exist_ok=True)
+    return os.environ | {"TMPDIR": str(scratch)}
+
+
 def cli(project: Path, *args: str, artifacts: str = "artifacts", check: bool = True) -> subprocess.CompletedProcess:
     p = subprocess.run([AUDIOFLOW, *args, "--artifacts", artifacts, "--outputs", f"{artifacts}-out", *SETTINGS],
-                       cwd=project, capture_output=True, text=True, timeout=900)
+                       cwd=project, env=env(project), capture_output=True, text=True, timeout=900)
     if check:
         assert p.returncode == 0, f"audioflow {' '.join(args)}: {p.stdout[-2000:]}{p.stderr[-4000:]}"
     return p
@@ -37,7 +45,8 @@ def kill_mid_epoch(project: Path, artifacts: str, after_checkpoints: int = 2) ->
     epoch and SIGKILL it (no handler runs, nothing is flushed: a killed pod, an OOM kill)."""
     ckpt = project / artifacts / "train" / "checkpoint" / "last.pt"
     proc = subprocess.Popen([AUDIOFLOW, "train", "-q", "--artifacts", artifacts, "--outputs", f"{artifacts}-out",
-                             *SETTINGS], cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             *SETTINGS], cwd=project, env=env(project), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         seen, stamps, deadline = None, [], time.monotonic() + 600
         while len(stamps) < after_checkpoints:
@@ -70,7 +79,8 @@ def test_sigkill_mid_epoch_resumes_to_the_same_result(tmp_path: Path):
     project = tmp_path / "project"
     project.mkdir()
     shutil.copyfile(Path(__file__).resolve().parents[1] / "params.yaml", project / "params.yaml")
-    subprocess.run([AUDIOFLOW, "demo-data", "data", "--n-recordings", "60", "-q"], cwd=project, check=True)
+    subprocess.run([AUDIOFLOW, "demo-data", "data", "--n-recordings", "60", "-q"], cwd=project, env=env(project),
+                   check=True)
     for stage in ("ingest", "validate", "featurize", "split"):
         cli(project, stage, "-q")
     shutil.copytree(project / "artifacts", project / "killed")

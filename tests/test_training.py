@@ -319,7 +319,13 @@ def test_compiled_training_saves_the_plain_model(prepared, tmp_path: Path):
     params, feats, table = prepared
     compiled = params.model_copy(update={"train": params.train.model_copy(update={"compile": True, "epochs": 2})})
     eager = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 2})})
+    import getpass
+    import tempfile
+
+    inductor_dir = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
+    existed = inductor_dir.exists()
     rc = train(feats, table, compiled, tmp_path / "c", progress=False)
+    assert existed or not inductor_dir.exists()  # torch's precompiled headers did not outlive the run
     re_ = train(feats, table, eager, tmp_path / "e", progress=False)
     from safetensors.torch import load_file
 
