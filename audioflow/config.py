@@ -211,6 +211,17 @@ class TrainConfig(_Section):
     # examples and their labels mixed, weight ~ Beta(mixup, mixup)).
     gain_db: float = Field(6.0, ge=0, le=40)  # uniform in +-gain_db; 0 = off
     mixup: float = Field(0.0, ge=0)  # Beta alpha; 0 = off
+    # Augmentation on the waveform: each training window is cut afresh from the decoded
+    # recording (features/audio.npy) and run through the front-end per batch (on the GPU when
+    # training runs there). shift: the window moves by up to this fraction of its length (within
+    # a long recording; a short one is delayed inside the window); speed: resampled by a factor
+    # in 1 +- speed (tempo and pitch, as Kaldi's speed perturbation); noise: with probability
+    # noise_prob, Gaussian noise of a random colour (white to brown) over the recording's
+    # extent, at an SNR uniform in noise_snr_db. All 0 = the stored features, no waveform work.
+    shift: float = Field(0.25, ge=0, le=1)
+    speed: float = Field(0.1, ge=0, lt=0.5)
+    noise_prob: float = Field(0.5, ge=0, le=1)
+    noise_snr_db: tuple[float, float] = (10.0, 40.0)
     # Imbalance. balanced: each class weighs n / (k * n_class) in the loss (no change when the
     # classes are even); focal: (1 - p)^gamma down-weights examples already right; a balanced
     # sampler draws every class equally often (with replacement) instead of shuffling.
@@ -223,6 +234,18 @@ class TrainConfig(_Section):
     init_from: str | None = None
     freeze_epochs: int = Field(0, ge=0)  # backbone frozen (weights and batch-norm statistics) this long
     backbone_lr_scale: float = Field(1.0, ge=0)  # backbone learning rate = lr * this; the classifier's = lr
+
+    @model_validator(mode="after")
+    def _snr(self) -> TrainConfig:
+        lo, hi = self.noise_snr_db
+        if lo > hi:
+            raise ValueError(f"train.noise_snr_db [{lo}, {hi}]: the first (lowest SNR) must not exceed the second")
+        return self
+
+    @property
+    def waveform_augmentation(self) -> bool:
+        """Whether training batches are cut from the decoded audio (any waveform augmentation on)."""
+        return bool(self.shift or self.speed or self.noise_prob)
 
 
 class EvaluateConfig(_Section):

@@ -258,40 +258,62 @@ class _NpyWriter:
         self.f.close()
 
 
+# The decoded recordings (mono, at the features' sample rate) beside the features, for the
+# augmentations that need the waveform (random crops and shifts, speed, noise). float16: half
+# the disk of float32, and its rounding error stays ~66 dB below the signal at every level
+# (int16's is fixed, so quiet recordings would lose their detail).
+AUDIO_DTYPE = np.float16
+INDEX_COLUMNS = ["path", "label", "group", "fold", "start_sample", "audio_offset", "audio_length"]
+
+
 @dataclass
 class Features:
-    """Featurized windows: a memmapped [n_windows, n_mels, n_frames] array + an index table."""
+    """Featurized windows: a memmapped [n_windows, n_mels, n_frames] array + an index table,
+    and the decoded recordings they were cut from (``audio.npy``, one flat memmap; each
+    window's recording is ``audio[audio_offset : audio_offset + audio_length]``)."""
 
     dir: Path
     spec: FeatureSpec
-    index: pd.DataFrame  # row, path, label, group, fold, start_sample
+    index: pd.DataFrame  # row, path, label, group, fold, start_sample, audio_offset, audio_length
     labels: list[str]
 
     @property
     def array(self) -> np.ndarray:
         return np.load(self.dir / "features.npy", mmap_mode="r")
 
+    @property
+    def audio(self) -> np.ndarray:
+        return np.load(self.dir / "audio.npy", mmap_mode="r")
+
     @classmethod
     def load(cls, d: str | Path) -> Features:
         """Open a features folder; refuse one whose files do not belong together."""
         d = Path(d)
-        missing = [n for n in ("features.json", "index.csv", "features.npy") if not (d / n).is_file()]
+        missing = [n for n in ("features.json", "index.csv", "features.npy", "audio.npy") if not (d / n).is_file()]
         if missing:
             raise FeaturesError(f"{d}: missing {', '.join(missing)} (not a complete features folder)")
         meta = json.loads((d / "features.json").read_text())
         index = pd.read_csv(d / "index.csv", dtype={"path": str, "label": str, "group": str, "fold": str},
                             keep_default_na=False)
         spec = FeatureSpec(**meta["spec"])
-        try:
-            shape = np.load(d / "features.npy", mmap_mode="r").shape
-        except ValueError as exc:  # a truncated file no longer holds what its header promises
-            raise FeaturesError(f"{d / 'features.npy'}: unreadable ({exc})") from None
+        shapes = {}
+        for name in ("features.npy", "audio.npy"):
+            try:
+                shapes[name] = np.load(d / name, mmap_mode="r").shape
+            except ValueError as exc:  # a truncated file no longer holds what its header promises
+                raise FeaturesError(f"{d / name}: unreadable ({exc})") from None
+        shape = shapes["features.npy"]
         expected = (meta["n_windows"], spec.n_mels, spec.n_frames)
         if shape != expected or len(index) != meta["n_windows"]:
             raise FeaturesError(
                 f"{d}: inconsistent features folder: features.npy holds {shape}, index.csv "
                 f"{len(index)} rows, features.json promises {expected}; featurize again"
             )
+        samples = (meta["audio_samples"],)
+        if shapes["audio.npy"] != samples or (len(index) and int((index["audio_offset"] + index["audio_length"]).max())
+                                              != samples[0]):
+            raise FeaturesError(f"{d}: inconsistent features folder: audio.npy holds {shapes['audio.npy']} samples, "
+                                f"features.json promises {samples}; featurize again")
         return cls(d, spec, index, meta["labels"])
 
 
@@ -326,6 +348,7 @@ def featurize(
     device = pick_device(cfg.device)
     front = spec.front_end().to(device).eval()
     writer = _NpyWriter(out / "features.npy", (spec.n_mels, spec.n_frames), np.float32)
+    audio_writer = _NpyWriter(out / "audio.npy", (), AUDIO_DTYPE)
     rows: list[dict] = []
     pending: list[np.ndarray] = []
     lengths: list[int] = []  # samples of real signal in each pending window (the rest is padding)
@@ -355,16 +378,19 @@ def featurize(
             signal = audio.load(ds.location(f.path), spec.sample_rate)
             starts = audio.window_starts(len(signal), spec.window_samples, spec.window_hop_samples)
             pending.append(audio.frame_windows(signal, spec.window_samples, spec.window_hop_samples))
+            offset = audio_writer.rows
+            audio_writer.append(signal)
             for s in starts:
                 lengths.append(min(spec.window_samples, len(signal) - s))
                 rows.append({"path": f.path, "label": f.label, "group": f.group, "fold": f.fold,
-                             "start_sample": s})
+                             "start_sample": s, "audio_offset": offset, "audio_length": len(signal)})
             if len(lengths) >= cfg.batch_size:
                 flush()
         flush()
     finally:
         writer.close()
-    index = pd.DataFrame(rows, columns=["path", "label", "group", "fold", "start_sample"])
+        audio_writer.close()
+    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     index.insert(0, "row", range(len(index)))
     index.to_csv(out / "index.csv", index=False)
     meta = {
@@ -372,6 +398,7 @@ def featurize(
         "labels": ds.labels,
         "n_windows": len(index),
         "n_files": len(files),
+        "audio_samples": audio_writer.rows,
         "dataset_fingerprint": ds.fingerprint,
     }
     (out / "features.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -402,9 +429,20 @@ def merge_features(parts: list[str | Path], out_dir: str | Path) -> Features:
                 writer.append(np.asarray(arr[i : i + 1024]))
     finally:
         writer.close()
-    index = pd.concat([f.index for f in shards], ignore_index=True)
+    audio_writer = _NpyWriter(out / "audio.npy", (), AUDIO_DTYPE)
+    parts_index = []
+    try:
+        for f in shards:
+            parts_index.append(f.index.assign(audio_offset=f.index["audio_offset"] + audio_writer.rows))
+            samples = f.audio
+            for i in range(0, len(samples), 1 << 24):
+                audio_writer.append(np.asarray(samples[i : i + (1 << 24)]))
+    finally:
+        audio_writer.close()
+    index = pd.concat(parts_index, ignore_index=True)
     index["row"] = range(len(index))
     index.to_csv(out / "index.csv", index=False)
-    meta = dict(metas[0], n_windows=len(index), n_files=sum(m["n_files"] for m in metas))
+    meta = dict(metas[0], n_windows=len(index), n_files=sum(m["n_files"] for m in metas),
+                audio_samples=audio_writer.rows)
     (out / "features.json").write_text(json.dumps(meta, indent=2) + "\n")
     return Features(out, spec, index, metas[0]["labels"])

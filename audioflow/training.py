@@ -183,16 +183,17 @@ def spec_augment(x: torch.Tensor, fill: torch.Tensor, freq_mask: int, time_mask:
     applied as one mask (no per-example Python loop).
     """
     b, f, t = x.shape
-    keep = torch.ones(b, f, t, dtype=torch.bool)
+    keep = torch.ones(b, f, t, dtype=torch.bool, device=x.device)
     for size, width, axis in ((f, freq_mask, 1), (t, time_mask, 2)):
         if not width:
             continue
         w = torch.randint(0, width + 1, (b,), generator=gen)
         start = (torch.rand(b, generator=gen) * (size - w).clamp(min=1)).long()
-        pos = torch.arange(size)[None, :]
+        w, start = w.to(x.device), start.to(x.device)
+        pos = torch.arange(size, device=x.device)[None, :]
         masked = (pos >= start[:, None]) & (pos < (start + w)[:, None])  # [b, size]
         keep &= ~(masked[:, :, None] if axis == 1 else masked[:, None, :])
-    return torch.where(keep, x, fill[None, :, None].to(x.dtype))
+    return torch.where(keep, x, fill[None, :, None].to(x.device, x.dtype))
 
 
 def random_gain(x: torch.Tensor, gain_db: float, floor_db: float, gen: torch.Generator) -> torch.Tensor:
@@ -200,7 +201,7 @@ def random_gain(x: torch.Tensor, gain_db: float, floor_db: float, gen: torch.Gen
     offset; cells at the floor (silence, padding) stay there, as zeros times a gain stay zero."""
     if not gain_db:
         return x
-    g = (torch.rand(x.shape[0], generator=gen) * 2 - 1) * gain_db
+    g = ((torch.rand(x.shape[0], generator=gen) * 2 - 1) * gain_db).to(x.device)
     return torch.where(x > floor_db, (x + g[:, None, None]).clamp(min=floor_db), x)
 
 
@@ -210,7 +211,125 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, gen: torch.Generator):
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
     lam = float(np.random.default_rng(seed).beta(alpha, alpha))
     perm = torch.randperm(x.shape[0], generator=gen)
-    return lam * x + (1 - lam) * x[perm], y, y[perm], lam
+    return lam * x + (1 - lam) * x[perm.to(x.device)], y, y[perm.to(y.device)], lam
+
+
+class WaveformBatches:
+    """Training windows cut afresh from the decoded recordings, augmented, then featurized.
+
+    For each window row: a random shift (``train.shift``, a fraction of the window; inside a
+    long recording, or a delay of a short one inside the window), a speed factor in
+    1 +- ``train.speed`` (linear interpolation), and with probability ``train.noise_prob``
+    coloured Gaussian noise over the recording's extent at an SNR uniform in
+    ``train.noise_snr_db``; then the same ``LogMel`` front-end featurize used, on ``device``.
+    Every draw comes from the training generator, so a resumed run draws the same batches.
+    The gather is one vectorized index into the flat audio store: the memmap on the CPU, or a
+    copy in GPU memory when training runs there and it fits (``fits_on``).
+    """
+
+    def __init__(self, features: Features, cfg, device: torch.device):
+        index = features.index
+        self.offset = index["audio_offset"].to_numpy(np.int64)
+        self.length = index["audio_length"].to_numpy(np.int64)
+        self.start = index["start_sample"].to_numpy(np.int64)
+        self.window = features.spec.window_samples
+        self.cfg, self.device = cfg, device
+        self.front = features.spec.front_end().to(device).eval()
+        store = features.audio
+        self.store = torch.from_numpy(np.asarray(store)).to(device) if fits_on(device, store.nbytes) else store
+
+    def __call__(self, rows: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+        """Log-mel [b, n_mels, frames] on the device for window ``rows``, augmented afresh."""
+        x = self.waveforms(rows, gen)[0]
+        with torch.no_grad():
+            return self.front(x)
+
+    def waveforms(self, rows: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented windows [b, window_samples] and where each holds its recording (the
+        rest is zero padding, which stays zero, as at inference)."""
+        cfg, w, b = self.cfg, self.window, len(rows)
+        # All draws up front and always the same number, whichever augmentations are on.
+        factor = 1 + (torch.rand(b, generator=gen, dtype=torch.float64) * 2 - 1) * cfg.speed
+        u_shift = torch.rand(b, generator=gen, dtype=torch.float64).numpy()
+        u_noise, u_snr, u_colour = (torch.rand(b, generator=gen) for _ in range(3))
+        white = torch.randn(b, w, generator=gen)
+
+        length, start = self.length[rows], self.start[rows]
+        need = np.ceil(w * factor.numpy()).astype(np.int64)  # source samples one window reads
+        reach = cfg.shift * w
+        long = length >= need
+        # A long recording: the window start moves by up to +-reach, staying inside it. A short
+        # one: it starts up to reach (and no more than the room left) into the window.
+        moved = np.clip(np.round(start + (2 * u_shift - 1) * reach), 0, np.maximum(length - need, 0))
+        delay = np.round(u_shift * np.minimum(reach, np.maximum(need - length, 0)))
+        first = np.where(long, moved, -delay).astype(np.int64)  # source index of the buffer's sample 0
+        span = int(need.max()) + 1
+        pos = first[:, None] + np.arange(span)[None, :]
+        inside = (pos >= 0) & (pos < length[:, None])
+        flat = self.offset[rows][:, None] + np.clip(pos, 0, np.maximum(length - 1, 0)[:, None])
+        buf = self._gather(flat) * torch.from_numpy(inside).to(self.device)
+
+        # Speed: output sample j reads source position j * factor, linearly interpolated.
+        src = torch.arange(w, dtype=torch.float64)[None, :] * factor[:, None]
+        i0 = src.floor().long()
+        frac = (src - i0).float().to(self.device)
+        i0 = i0.to(self.device)
+        x = buf.gather(1, i0) * (1 - frac) + buf.gather(1, i0 + 1) * frac
+        valid = torch.from_numpy(inside).to(self.device).gather(1, i0)
+
+        if cfg.noise_prob:
+            x = self._noise(x, valid, u_noise < cfg.noise_prob, u_snr, u_colour, white)
+        return x, valid
+
+    def _gather(self, flat: np.ndarray) -> torch.Tensor:
+        if isinstance(self.store, torch.Tensor):
+            return self.store[torch.from_numpy(flat).to(self.device)].float()
+        return torch.from_numpy(np.asarray(self.store[flat], dtype=np.float32)).to(self.device)
+
+    def _noise(self, x: torch.Tensor, valid: torch.Tensor, on: torch.Tensor, u_snr: torch.Tensor,
+               u_colour: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
+        """Noise of power 1/f^beta (beta uniform in [0, 2]: white to brown) over the recording's
+        samples, scaled to an SNR against the recording's power in the window."""
+        lo, hi = self.cfg.noise_snr_db
+        w = x.shape[1]
+        spectrum = torch.fft.rfft(white)
+        k = torch.arange(spectrum.shape[1], dtype=torch.float32).clamp(min=1)
+        beta = 2 * u_colour
+        noise = torch.fft.irfft(spectrum * k[None, :].pow(-beta[:, None] / 2), n=w).to(self.device)
+        mask = valid.float()
+        count = mask.sum(dim=1).clamp(min=1)
+        noise = noise * mask  # unit power over the recording's extent, nothing over the padding
+        noise = noise / (noise.square().sum(dim=1, keepdim=True) / count[:, None]).sqrt().clamp(min=1e-12)
+        power = (x.square() * mask).sum(dim=1) / count
+        snr = (lo + u_snr * (hi - lo)).to(self.device)
+        scale = torch.sqrt(power / 10 ** (snr / 10)) * on.to(self.device)
+        return x + noise * scale[:, None]
+
+
+def fits_on(device: torch.device, nbytes: int, share: float = 0.25) -> bool:
+    """Whether an array of ``nbytes`` should live in GPU memory: on CUDA, if it takes at most
+    ``share`` of the free memory (the rest is the model's, activations' and the allocator's)."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= share * free
+
+
+class FeatureBatches:
+    """Stored log-mel windows by row: from the memmap, or from GPU memory when training runs
+    on CUDA and the array fits there (no host-to-device copy per batch)."""
+
+    def __init__(self, arr: np.ndarray, device: torch.device):
+        self.device = device
+        self.arr = torch.from_numpy(np.asarray(arr)).to(device) if fits_on(device, arr.nbytes) else arr
+
+    def __call__(self, rows: np.ndarray, gen: torch.Generator | None = None) -> torch.Tensor:
+        if isinstance(self.arr, torch.Tensor):
+            return self.arr[torch.from_numpy(rows).to(self.device)]
+        x = torch.from_numpy(np.asarray(self.arr[rows], dtype=np.float32))
+        if self.device.type == "cuda":  # page-locked, so the copy overlaps compute
+            x = x.pin_memory()
+        return x.to(self.device, non_blocking=True)
 
 
 def class_weights(targets: torch.Tensor, n_classes: int, how: str) -> torch.Tensor | None:
@@ -318,6 +437,7 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
                        f"for {len(labels)} labels"))
     mean, std = mel_statistics(arr, train_rows)
     model.set_normalization(mean, std)
+    batches = WaveformBatches(features, cfg, device) if cfg.waveform_augmentation else FeatureBatches(arr, device)
     # On a GPU, convolutions run fastest with channels-last weights and activations (cuDNN).
     model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
     forward = torch.compile(model) if cfg.compile else model  # same parameters; model is what is saved
@@ -386,16 +506,15 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
             rows = order[i : i + cfg.batch_size]
             if len(rows) < 2:  # batch norm cannot train on a single example
                 continue
-            x = torch.from_numpy(np.asarray(arr[np.sort(rows)], dtype=np.float32))
-            y = targets[np.sort(rows)]
+            rows = np.sort(rows)
+            x = batches(rows, gen)  # [b, n_mels, frames] on device
+            y = targets[rows]
             x = random_gain(x, cfg.gain_db, FLOOR_DB, gen)
-            x = spec_augment(x, model.mel_mean.cpu(), cfg.freq_mask, cfg.time_mask, gen)
+            x = spec_augment(x, model.mel_mean, cfg.freq_mask, cfg.time_mask, gen)
             y2, lam = y, 1.0
             if cfg.mixup:
                 x, y, y2, lam = mixup(x, y, cfg.mixup, gen)
-            if device.type == "cuda":  # page-locked, so the copy below overlaps compute
-                x = x.pin_memory()
-            x, y, y2 = (t.to(device, non_blocking=True) for t in (x, y, y2))
+            y, y2 = (t.to(device, non_blocking=True) for t in (y, y2))
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = forward(x)
                 loss = loss_fn(logits, y, weight_dev, cfg)

@@ -69,6 +69,16 @@ def test_featurize_windows_memmap_and_index(tmp_path: Path):
         np.testing.assert_allclose(arr[rows], direct, atol=1e-4, err_msg=rel)
     again = Features.load(tmp_path / "feat")
     assert again.spec == f.spec and again.labels == ["a", "b"]
+    # The decoded recordings are stored beside the features (for waveform augmentation), each
+    # window pointing at its recording: float16 of what featurize decoded.
+    store = f.audio
+    assert store.dtype == np.float16 and len(store) == sum(len(audio.load(root / r, 8000)) for r in per_file)
+    for rel in per_file:
+        row = f.index.loc[f.index.path == rel].iloc[0]
+        sig = audio.load(root / rel, 8000)
+        assert row.audio_length == len(sig)
+        np.testing.assert_allclose(store[row.audio_offset : row.audio_offset + row.audio_length], sig,
+                                   rtol=2**-10, atol=1e-7, err_msg=rel)
 
 
 def test_featurize_fails_loudly_on_a_bad_file(tmp_path: Path):
@@ -111,6 +121,11 @@ def test_features_load_refuses_files_that_disagree(tmp_path: Path):
     with pytest.raises(FeaturesError, match="features.npy"):
         Features.load(out)
     (out / "features.npy").write_bytes(good)
+    samples = (out / "audio.npy").read_bytes()
+    (out / "audio.npy").write_bytes(samples[: len(samples) - 10])
+    with pytest.raises(FeaturesError, match="audio.npy"):
+        Features.load(out)
+    (out / "audio.npy").write_bytes(samples)
     index = (out / "index.csv").read_text()
     (out / "index.csv").write_text(index + index.splitlines()[-1] + "\n")
     with pytest.raises(FeaturesError, match=rf"index.csv {n + 1} rows"):
@@ -164,7 +179,7 @@ def test_sharded_featurize_merges_to_the_same_bytes(tmp_path: Path, n_shards: in
         stages.featurize(params, ingested, validated, part, progress=False, shard=(i, n_shards))
     assert sum(len(Features.load(p).index) for p in parts) == len(whole.index)
     stages.merge_features(params, parts, tmp_path / "merged")
-    for name in ("features.npy", "index.csv", "features.json", "params.json"):
+    for name in ("features.npy", "audio.npy", "index.csv", "features.json", "params.json"):
         assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
 
 

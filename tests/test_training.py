@@ -337,3 +337,106 @@ def test_compiled_training_saves_the_plain_model(prepared, tmp_path: Path):
     # Compiled dropout draws from its own generator, so the losses are alike, not equal.
     losses = [h["train_loss"] for h in rc.history]
     assert all(np.isfinite(losses)) and abs(losses[0] - re_.history[0]["train_loss"]) < 0.5
+
+
+def _ramp_features(tmp_path: Path, monkeypatch, lengths_s=(2.3, 0.3), window_s=1.0):
+    """Features of recordings whose samples are a slow ramp (each sample tells its position),
+    with the audio store in float32 so a window can be traced back to its source samples."""
+    import soundfile as sf
+
+    from audioflow import features as feats_mod
+    from audioflow.config import DataConfig, FeaturesConfig
+
+    monkeypatch.setattr(feats_mod, "AUDIO_DTYPE", np.float32)
+    root = tmp_path / "ramps"
+    for k, seconds in enumerate(lengths_s):
+        n = int(seconds * 8000)
+        (root / f"c{k}").mkdir(parents=True)
+        sf.write(str(root / f"c{k}/r.wav"), (0.1 + 0.8 * np.arange(n) / n).astype(np.float32), 8000, subtype="FLOAT")
+    ds = ingest(DataConfig(root=str(root), manifest=None), progress=False)
+    return featurize(ds, FeaturesConfig(sample_rate=8000, window_s=window_s, n_mels=16), tmp_path / "f",
+                     progress=False)
+
+
+def _waveform_batches(feats, **aug):
+    from audioflow.config import TrainConfig
+    from audioflow.training import WaveformBatches
+
+    off = {"shift": 0.0, "speed": 0.0, "noise_prob": 0.0}
+    return WaveformBatches(feats, TrainConfig(**(off | aug)), torch.device("cpu"))
+
+
+def test_waveform_batches_without_augmentation_are_the_stored_features(tmp_path: Path, monkeypatch):
+    """Cut from the decoded store and featurized per batch, an unaugmented window is exactly
+    the row featurize stored (long recordings' windows and a padded short one alike)."""
+    feats = _ramp_features(tmp_path, monkeypatch)
+    rows = feats.index["row"].to_numpy()
+    assert len(rows) == 5  # 4 windows of the 2.3-s recording, 1 padded
+    x = _waveform_batches(feats)(rows, torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(x.numpy(), np.asarray(feats.array))
+
+
+def test_waveform_shift_stays_inside_the_recording(tmp_path: Path, monkeypatch):
+    feats = _ramp_features(tmp_path, monkeypatch)
+    idx, w = feats.index, feats.spec.window_samples
+    wb = _waveform_batches(feats, shift=0.25)
+    gen = torch.Generator().manual_seed(1)
+    reach = 0.25 * w
+    starts = {r: set() for r in idx["row"]}
+    for _ in range(30):
+        x, valid = wb.waveforms(idx["row"].to_numpy(), gen)
+        for i, r in enumerate(idx.itertuples()):
+            n = r.audio_length
+            sig = 0.1 + 0.8 * np.arange(n) / n
+            if n >= w:  # a crop of the long recording, moved by at most reach, wholly inside it
+                assert bool(valid[i].all())
+                first = round(float((x[i, 0] - 0.1) / 0.8 * n))
+                assert abs(first - r.start_sample) <= reach + 1 and 0 <= first <= n - w
+                np.testing.assert_allclose(x[i].numpy(), sig[first : first + w], atol=1e-6)
+            else:  # the short recording whole, delayed inside the window; padding stays zero
+                delay = int((~valid[i]).long().argmin())
+                assert delay <= reach and int(valid[i].sum()) == n
+                np.testing.assert_allclose(x[i, delay : delay + n].numpy(), sig, atol=1e-6)
+                assert not x[i, :delay].any() and not x[i, delay + n :].any()
+                first = -delay
+            starts[r.row].add(first)
+    assert all(len(s) > 5 for s in starts.values())  # the draws differ from batch to batch
+
+
+def test_waveform_speed_resamples_within_the_range(tmp_path: Path, monkeypatch):
+    feats = _ramp_features(tmp_path, monkeypatch, lengths_s=(3.0, 2.5))
+    n = feats.index["audio_length"].to_numpy()
+    x, _ = _waveform_batches(feats, speed=0.1).waveforms(feats.index["row"].to_numpy(),
+                                                         torch.Generator().manual_seed(2))
+    # A ramp read at speed f is a ramp whose slope is f times the recording's.
+    slopes = (x[:, 1:] - x[:, :-1]).mean(dim=1).numpy() / (0.8 / n)
+    assert ((slopes > 0.9 - 1e-3) & (slopes < 1.1 + 1e-3)).all() and slopes.std() > 0.01
+
+
+def test_waveform_noise_has_the_drawn_snr_and_spares_the_padding(tmp_path: Path, monkeypatch):
+    feats = _ramp_features(tmp_path, monkeypatch, lengths_s=(0.5,))  # padded to 1 s
+    rows = np.zeros(400, dtype=np.int64)
+    clean, _ = _waveform_batches(feats).waveforms(rows, torch.Generator())
+    wb = _waveform_batches(feats, noise_prob=0.5, noise_snr_db=(10.0, 20.0))
+    x, valid = wb.waveforms(rows, torch.Generator().manual_seed(3))
+    noise = x - clean
+    assert not noise[~valid].any()  # padding stays exactly zero, as at inference
+    noisy = noise.abs().amax(dim=1) > 0
+    assert 0.4 < noisy.float().mean() < 0.6  # noise_prob
+    inside = valid[0]
+    snr = 10 * torch.log10(clean[noisy][:, inside].square().mean(1) / noise[noisy][:, inside].square().mean(1))
+    assert snr.min() > 10 - 0.1 and snr.max() < 20 + 0.1 and snr.std() > 1
+    again, _ = wb.waveforms(rows, torch.Generator().manual_seed(3))
+    assert torch.equal(x, again)  # the generator decides every draw
+
+
+def test_waveform_augmentation_trains_deterministically(prepared, tmp_path: Path):
+    params, feats, table = prepared
+    assert params.train.waveform_augmentation  # on by default
+    a = train(feats, table, params, tmp_path / "a", progress=False)
+    plain = params.model_copy(update={"train": params.train.model_copy(
+        update={"shift": 0.0, "speed": 0.0, "noise_prob": 0.0})})
+    b = train(feats, table, plain, tmp_path / "b", progress=False)
+    assert a.history[-1]["train_loss"] != b.history[-1]["train_loss"]  # the batches differ
+    again = train(feats, table, params, tmp_path / "c", progress=False)
+    assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in a.history]
