@@ -197,7 +197,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(1e-2, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float = Field(5.0, gt=0)  # max global L2 norm of the gradients
-    patience: int = Field(8, ge=1)  # epochs without a better val metric before stopping
+    patience: int = Field(15, ge=1)  # epochs without a better val metric before stopping
     monitor: Literal["loss", "macro_f1", "accuracy", "balanced_accuracy"] = "loss"  # on val
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
