@@ -311,6 +311,8 @@ def _reliability_lines(metrics: dict, outputs: Path) -> list[str]:
                      f"{outputs / 'curves.png'}")
     if cal := metrics.get("calibration"):
         how = f"temperature {cal['temperature']:g} fitted on val" if cal["temperature"] != 1.0 else "not calibrated"
+        if "fold_temperatures" in cal:  # kfold: each fold's model with its own
+            how = f"each fold's temperature; the exported model's {cal['temperature']:g}"
         lines.append(f"calibration  ECE {cal['ece_uncalibrated']:.3f} -> {cal['ece']:.3f} ({how}): "
                      f"{outputs / 'reliability.png'}")
     if op := metrics.get("operating_point"):

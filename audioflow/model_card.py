@@ -139,6 +139,9 @@ def render_model_card(*, metrics: dict, serving: dict, evaluate: dict, split_inf
              str(pc["support"])] for lab, pc in metrics["per_class"].items()]
     rows.append(["macro", "", "", "", _f(auc.get("macro")), _f(ap.get("macro")), str(n_test)])
     add(_table(["class", "precision", "recall", "F1", "ROC AUC", "average precision", "test recordings"], rows))
+    if kfold:
+        add("\nPrecision, recall and F1 per class: the mean over folds; ROC AUC and average precision: every "
+            "recording's out-of-fold probabilities pooled.")
     add("\nROC and precision-recall curves (one class against the rest): `curves.png`; the confusion matrix: "
         "`confusion_matrix.png`.\n")
 
@@ -147,6 +150,10 @@ def render_model_card(*, metrics: dict, serving: dict, evaluate: dict, split_inf
         n_val = serving["calibrated_on"]["recordings"]
         how = (f"temperature scaling, T = {serving['temperature']:g}, fitted on {n_val} validation recordings"
                if serving["temperature"] != 1.0 else "none (T = 1)")
+        if "fold_temperatures" in calib:
+            temps = ", ".join(f"{f}: {t:g}" for f, t in calib["fold_temperatures"].items())
+            how = (f"each fold's model scaled by the temperature fitted on its own validation part ({temps}); the "
+                   f"exported model: {how}")
         add(f"- {how}")
         add(f"- Expected calibration error on test ({calib['bins']} bins): {_f(calib['ece_uncalibrated'])} "
             f"uncalibrated, {_f(calib['ece'])} as served; negative log-likelihood {_f(calib['nll_uncalibrated'])} "

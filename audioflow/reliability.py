@@ -179,18 +179,29 @@ def metric_draws(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, unit: n
     return {"accuracy": accuracy, "balanced_accuracy": balanced, "macro_f1": f1.mean(axis=1), "recall": recall}
 
 
-def _interval(draws: np.ndarray, confidence: float) -> list[float]:
+def _interval(draws: np.ndarray, confidence: float, n_trials: int | None = None) -> list[float]:
+    """Percentile interval of the bootstrap ``draws``.
+
+    A score of exactly 1 (or 0) in every resample (every test unit right) gives the bootstrap
+    nothing to vary: [1, 1] would claim certainty. There, with ``n_trials`` units, the exact
+    (Clopper-Pearson) bound for "all n right" takes the open side: (alpha / 2) ** (1 / n), the
+    rule of three's exact form.
+    """
     draws = draws[np.isfinite(draws)]
     if not len(draws):
         return [float("nan"), float("nan")]
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(draws, [alpha, 1 - alpha])
+    if n_trials and lo == hi and lo in (0.0, 1.0):
+        bound = alpha ** (1 / n_trials)
+        return [float(bound), 1.0] if lo == 1.0 else [0.0, float(1 - bound)]
     return [float(lo), float(hi)]
 
 
 def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, groups: Sequence[str] | None = None,
                         n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
-    """Percentile bootstrap intervals of accuracy, balanced accuracy and macro-F1.
+    """Percentile bootstrap intervals of accuracy, balanced accuracy and macro-F1 (a perfect
+    score: the exact bound for all units right, see ``_interval``).
 
     ``groups``: each recording's group (patient, speaker); given (and none empty), whole groups
     are resampled. Returns ``{metric: [low, high], "unit", "n_units", "resamples",
@@ -202,7 +213,8 @@ def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, 
     unit, kind = _units(len(y_true), groups)
     weights, stratified = resample_counts(y_true, unit, n_resamples, seed)
     draws = metric_draws(y_true, y_pred, n_classes, unit, weights)
-    return {**{k: _interval(draws[k], confidence) for k in SCORES}, "unit": kind, "n_units": int(unit.max()) + 1,
+    n_units = int(unit.max()) + 1
+    return {**{k: _interval(draws[k], confidence, n_units) for k in SCORES}, "unit": kind, "n_units": n_units,
             "resamples": n_resamples, "confidence": confidence, "stratified": stratified, "seed": seed}
 
 
@@ -351,7 +363,9 @@ def screening_intervals(score: np.ndarray, is_positive: np.ndarray, threshold: f
     unit, kind = _units(len(y), groups)
     weights, _ = resample_counts(y, unit, n_resamples, seed)
     recall = metric_draws(y, flagged, 2, unit, weights)["recall"]
-    return {"recall": _interval(recall[:, 1], confidence), "specificity": _interval(recall[:, 0], confidence),
+    units_with = [len(np.unique(unit[y == c])) for c in (0, 1)]  # units holding negatives, positives
+    return {"recall": _interval(recall[:, 1], confidence, units_with[1]),
+            "specificity": _interval(recall[:, 0], confidence, units_with[0]),
             "unit": kind}
 
 

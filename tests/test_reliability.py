@@ -251,3 +251,21 @@ def test_assess_writes_the_figures_and_tables(tmp_path):
     assert out["calibration"]["ece"] < out["calibration"]["ece_uncalibrated"]  # the raw scores were too sharp
     assert out["operating_point"]["test"]["recall"] == 1.0  # the threshold came from the same recordings
     assert out["operating_point"]["threshold"] == op["threshold"]  # exact, never rounded
+
+
+def test_a_perfect_score_gets_the_exact_bound_not_a_zero_width_interval():
+    """Every test recording right: no resample can differ, and [1, 1] would claim certainty. The
+    exact binomial bound for n of n right stands in (0.025 ** (1 / n): 30 units -> 0.884)."""
+    y = np.repeat([0, 1, 2], 10)
+    ci = r.bootstrap_intervals(y, y.copy(), 3)
+    for key in r.SCORES:
+        assert ci[key] == [pytest.approx(0.025 ** (1 / 30)), 1.0], key
+    assert ci["accuracy"][0] == pytest.approx(0.8843, abs=1e-4)
+    groups = [f"p{i // 5}" for i in range(30)]  # 6 patients: far less evidence
+    assert r.bootstrap_intervals(y, y.copy(), 3, groups=groups)["accuracy"][0] == pytest.approx(0.025 ** (1 / 6))
+    score = np.where(y > 0, 0.9, 0.1)
+    screen = r.screening_intervals(score, y > 0, 0.5)
+    assert screen["recall"][0] == pytest.approx(0.025 ** (1 / 20)) and screen["specificity"][0] == pytest.approx(
+        0.025 ** (1 / 10))
+    nothing = r.screening_intervals(score, y > 0, 2.0)  # a threshold nothing reaches: recall 0
+    assert nothing["recall"] == [0.0, pytest.approx(1 - 0.025 ** (1 / 20))]
