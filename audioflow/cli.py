@@ -99,9 +99,9 @@ DONE = {
 }
 
 
-def _iv(ci: list | None) -> str:
-    """`` [low, high]`` of an interval (nothing if there is none)."""
-    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else ""
+def _iv(ci: dict | None) -> str:
+    """`` [low, high]`` of an interval in metrics.json (nothing if there is none)."""
+    return f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci and None not in (ci["low"], ci["high"]) else ""
 
 
 def _ci(m: dict, key: str) -> str:

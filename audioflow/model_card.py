@@ -26,10 +26,11 @@ def _f(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def _ci(interval: list | None, digits: int = 3) -> str:
-    if not interval or None in interval:
+def _ci(interval: dict | None, digits: int = 3) -> str:
+    """`` [low, high]`` of an interval in metrics.json ({"low", "high"}); nothing without one."""
+    if not interval or interval.get("low") is None or interval.get("high") is None:
         return ""
-    return f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+    return f" [{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]"
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:

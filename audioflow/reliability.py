@@ -474,6 +474,12 @@ def fit_operating_point(labels: Sequence[str], positive_labels: Sequence[str], v
             "val": screening_figures(score, is_pos, t)}
 
 
+def bounds(interval: list[float]) -> dict[str, float]:
+    """[low, high] as {"low", "high"}: how metrics.json holds an interval, so that `dvc metrics
+    show` and `dvc metrics diff` list its bounds (DVC leaves lists out)."""
+    return {"low": interval[0], "high": interval[1]}
+
+
 def _finite(x):
     """JSON-ready: NaN and infinities (a figure with no recordings behind it) become None."""
     if isinstance(x, float):
@@ -506,6 +512,7 @@ def assess(labels: Sequence[str], test: pd.DataFrame, test_raw: pd.DataFrame, gr
         raise ReliabilityError("calibrated and uncalibrated predictions list different recordings")
 
     intervals = bootstrap_intervals(y, pred, len(labels), groups, n_resamples, confidence, seed)
+    intervals |= {k: bounds(intervals[k]) for k in SCORES}
     curves = one_vs_rest_curves(y, probs, labels)
     roc, pr = curve_tables(curves)
     roc.insert(0, "point", roc.groupby("class").cumcount())
@@ -530,7 +537,6 @@ def assess(labels: Sequence[str], test: pd.DataFrame, test_raw: pd.DataFrame, gr
         "calibration": {"temperature": temperature, "ece_uncalibrated": ece_before, "ece": ece_after,
                         "nll_uncalibrated": nll(raw, y), "nll": nll(probs, y), "bins": n_bins,
                         "temperature_at_bound": at_bound},
-        "operating_point": None,
     }
     if operating_point is not None:
         positive = [list(labels).index(lab) for lab in operating_point["positive_labels"]]
@@ -540,7 +546,7 @@ def assess(labels: Sequence[str], test: pd.DataFrame, test_raw: pd.DataFrame, gr
         figures = screening_figures(score, is_pos, t)
         if is_pos.any() and (~is_pos).any():
             ci = screening_intervals(score, is_pos, t, groups, n_resamples, confidence, seed)
-            figures |= {"recall_interval": ci["recall"], "specificity_interval": ci["specificity"]}
+            figures |= {"recall_interval": bounds(ci["recall"]), "specificity_interval": bounds(ci["specificity"])}
         result["operating_point"] = operating_point | {"test": figures}
         if (roc_pos := pooled_roc(is_pos, score)) is not None:
             result["operating_point"]["roc_auc"] = float(np.trapezoid(roc_pos["tpr"], roc_pos["fpr"]))

@@ -580,8 +580,9 @@ def headline_metrics(metrics: dict) -> dict[str, float | int | str]:
     flat |= {f"f1_{label}": v["f1"] for label, v in metrics["per_class"].items()}
     intervals = metrics.get("intervals") or {}
     for key in ("accuracy", "balanced_accuracy", "macro_f1"):
-        if intervals.get(key) and None not in intervals[key]:
-            flat[f"{key}_low"], flat[f"{key}_high"] = intervals[key]
+        for end in ("low", "high"):
+            if (intervals.get(key) or {}).get(end) is not None:
+                flat[f"{key}_{end}"] = intervals[key][end]
     for key in ("auc", "average_precision"):
         if (metrics.get(key) or {}).get("macro") is not None:
             flat[f"macro_{key}"] = metrics[key]["macro"]

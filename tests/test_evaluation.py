@@ -87,7 +87,7 @@ def test_demo_intervals_hold_the_figures_and_resample_patients(demo_run):
     assert iv["unit"] == "group" and iv["n_units"] == split.loc[split["split"] == "test", "group"].nunique()
     assert iv["resamples"] == 500 and iv["confidence"] == 0.95
     for key in ("accuracy", "balanced_accuracy", "macro_f1"):
-        assert iv[key][0] <= m[key] <= iv[key][1], key
+        assert iv[key]["low"] <= m[key] <= iv[key]["high"], key
     assert json.loads((demo_run["root"] / "outputs" / "metrics.json").read_text()) == m  # published
 
 
@@ -138,7 +138,7 @@ def test_demo_operating_point_reaches_the_target_on_val_and_reports_test(demo_ru
     t = op["test"]
     assert (t["tp"], t["fn"]) == ((flagged & positive).sum(), (~flagged & positive).sum())
     assert t["specificity"] == pytest.approx((~flagged & ~positive).sum() / (~positive).sum(), abs=1e-6)
-    assert t["recall_interval"][0] <= t["recall"] <= t["recall_interval"][1]
+    assert t["recall_interval"]["low"] <= t["recall"] <= t["recall_interval"]["high"]
 
 
 def test_demo_model_serves_the_calibrated_probabilities_and_the_threshold(demo_run):
@@ -171,7 +171,7 @@ def test_demo_model_card_says_what_the_files_say(demo_run):
     for heading in ("## Model", "## Data", "## Training", "## Performance", "## Calibration", "## Operating point",
                     "## Intended use", "## Known limits"):
         assert heading in card, heading
-    lo, hi = m["intervals"]["macro_f1"]
+    lo, hi = m["intervals"]["macro_f1"]["low"], m["intervals"]["macro_f1"]["high"]
     assert f"| macro-F1 | {m['macro_f1']:.3f} [{lo:.3f}, {hi:.3f}] |" in card
     assert m["dataset_fingerprint"] in card and m["params_hash"] in card
     assert f"T = {m['calibration']['temperature']:g}" in card
@@ -188,7 +188,7 @@ def test_demo_without_calibration_serves_the_plain_softmax(demo_run, tmp_path: P
     params = demo_run["params"].model_copy(update={"evaluate": demo_run["params"].evaluate.model_copy(
         update={"calibrate": False, "positive_labels": []})})
     m = stages.evaluate(params, a["features"], a["split"], a["train"], tmp_path / "evaluate")
-    assert m["calibration"]["temperature"] == 1.0 and m["operating_point"] is None
+    assert m["calibration"]["temperature"] == 1.0 and "operating_point" not in m
     assert m["calibration"]["ece"] == m["calibration"]["ece_uncalibrated"]
     plain = _read(tmp_path / "evaluate", "predictions.csv")
     assert plain.equals(_read(a["evaluate"], "predictions_uncalibrated.csv"))

@@ -106,7 +106,7 @@ def test_kfold_figures_are_the_folds(repo):
     iv = metrics["intervals"]
     assert iv["n_units"] == split["group"].nunique() and iv["unit"] == "group"
     for key in ("accuracy", "balanced_accuracy", "macro_f1"):
-        assert iv[key][0] <= metrics["pooled"][key] <= iv[key][1], key
+        assert iv[key]["low"] <= metrics["pooled"][key] <= iv[key]["high"], key
     assert set(metrics["calibration"]["fold_temperatures"]) == set(FOLDS)
     for f in FOLDS:
         assert metrics["calibration"]["fold_temperatures"][f] == folds[f]["calibration"]["temperature"]

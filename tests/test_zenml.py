@@ -118,7 +118,7 @@ def test_first_run_runs_every_step_and_writes_outputs(project: Project):
     mv = first["model_version"]
     assert mv is not None and mv["metadata"]["macro_f1"] == pytest.approx(metrics["macro_f1"])
     # With their intervals, and what the promotion decided (tests/test_promotion.py: both outcomes).
-    assert mv["metadata"]["macro_f1_low"] == pytest.approx(metrics["intervals"]["macro_f1"][0])
+    assert mv["metadata"]["macro_f1_low"] == pytest.approx(metrics["intervals"]["macro_f1"]["low"])
     assert mv["stage"] == "production"  # the gate passed, and nothing was in production to compare with
     assert json.loads((out / "promotion.json").read_text())["promoted"] is True
     # What the dashboard can show.
