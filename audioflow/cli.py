@@ -91,11 +91,22 @@ DONE = {
     "train": lambda r, _: (f"best epoch {r.best_epoch}, val {r.monitor} {r.best_metric:.4f}, "
                         f"{len(r.history)} epochs in {r.seconds:.1f}s on {r.device}"
                         + (f" (resumed after epoch {r.resumed_from_epoch})" if r.resumed_from_epoch else "")),
-    "evaluate": lambda m, _: (f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on {m['n']} recordings"
+    "evaluate": lambda m, _: (f"test accuracy {m['accuracy']:.4f}{_ci(m, 'accuracy')}, macro-F1 "
+                              f"{m['macro_f1']:.4f}{_ci(m, 'macro_f1')} on {m['n']} recordings"
                               if "std" not in m else f"{_cv_line(m)} (mean ± std over folds)"),
     "export": lambda r, lay: (f"{lay.onnx} ({r.get('size_bytes', 0) / 1e6:.2f} MB), ONNX Runtime vs PyTorch "
                          f"max |diff| {r.get('max_abs_diff', float('nan')):.2e}" + _int8_line(r.get("int8"), lay)),
 }
+
+
+def _iv(ci: dict | None) -> str:
+    """`` [low, high]`` of an interval in metrics.json (nothing if there is none)."""
+    return f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci and None not in (ci["low"], ci["high"]) else ""
+
+
+def _ci(m: dict, key: str) -> str:
+    """The bootstrap interval of ``key`` in metrics ``m``."""
+    return _iv((m.get("intervals") or {}).get(key))
 
 
 def _kfold(lay) -> bool:
@@ -268,13 +279,52 @@ def print_summary(dataset_json: Path, outputs: Path, seconds: float) -> None:
               f"{metrics['n']} recordings each tested once)")
         for fold, m in metrics["folds"].items():
             print(f"  fold {fold:<6} accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f} on {m['n']} recordings")
+        if pooled := metrics.get("pooled"):
+            print(f"pooled       accuracy {pooled['accuracy']:.3f}{_ci(metrics, 'accuracy')}, macro-F1 "
+                  f"{pooled['macro_f1']:.3f}{_ci(metrics, 'macro_f1')}, balanced accuracy "
+                  f"{pooled['balanced_accuracy']:.3f}{_ci(metrics, 'balanced_accuracy')}{_interval_note(metrics)}")
     else:
         print(f"split        train {s['train']} / val {s['val']} / test {s['test']} recordings")
-        print(f"test         accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
-              f"balanced accuracy {metrics['balanced_accuracy']:.3f}")
+        print(f"test         accuracy {metrics['accuracy']:.3f}{_ci(metrics, 'accuracy')}, macro-F1 "
+              f"{metrics['macro_f1']:.3f}{_ci(metrics, 'macro_f1')}, balanced accuracy "
+              f"{metrics['balanced_accuracy']:.3f}{_ci(metrics, 'balanced_accuracy')}{_interval_note(metrics)}")
     print(f"confusion    {outputs / 'confusion_matrix.png'}")
+    for line in _reliability_lines(metrics, outputs):
+        print(line)
     print(f"model        {outputs / 'model.onnx'}")
     print(f"took         {seconds:.0f}s")
+
+
+def _interval_note(metrics: dict) -> str:
+    iv = metrics.get("intervals")
+    if not iv:
+        return ""
+    return f" ({iv['confidence']:.0%} bootstrap intervals over {iv['n_units']} {iv['unit']}s)"
+
+
+def _reliability_lines(metrics: dict, outputs: Path) -> list[str]:
+    """Curves, calibration, operating point and model card lines of the summary (when measured)."""
+    lines = []
+    if (auc := metrics.get("auc")) and auc.get("macro") is not None:
+        ap = metrics["average_precision"]["macro"]
+        lines.append(f"curves       macro ROC AUC {auc['macro']:.3f}, macro average precision {ap:.3f}: "
+                     f"{outputs / 'curves.png'}")
+    if cal := metrics.get("calibration"):
+        how = f"temperature {cal['temperature']:g} fitted on val" if cal["temperature"] != 1.0 else "not calibrated"
+        if "fold_temperatures" in cal:  # kfold: each fold's model with its own
+            how = f"each fold's temperature; the exported model's {cal['temperature']:g}"
+        lines.append(f"calibration  ECE {cal['ece_uncalibrated']:.3f} -> {cal['ece']:.3f} ({how}): "
+                     f"{outputs / 'reliability.png'}")
+    if op := metrics.get("operating_point"):
+        t = op["test"]
+        spec = "n/a" if t["specificity"] is None else f"{t['specificity']:.3f}"
+        rec = "n/a" if t["recall"] is None else f"{t['recall']:.3f}"
+        lines.append(f"operating pt {'+'.join(op['positive_labels'])} vs rest at {op['threshold']:.4g} (recall "
+                     f"{op['target_recall']:g} on val): test recall {rec}{_iv(t.get('recall_interval'))}, "
+                     f"specificity {spec}{_iv(t.get('specificity_interval'))}")
+    if (outputs / "model_card.md").is_file():
+        lines.append(f"model card   {outputs / 'model_card.md'}")
+    return lines
 
 
 def _kubeflow_front():
@@ -323,6 +373,10 @@ def cmd_predict(args) -> int:
     from audioflow.inference import PredictionError, Predictor, expand_paths
 
     predictor = Predictor(args.model)
+    op = predictor.operating_point if args.operating_point else None
+    if args.operating_point and op is None:
+        say(f"error: {args.model} has no operating point (it was exported with evaluate.positive_labels empty)")
+        return 2
     items = list(expand_paths(args.paths))  # each gives exactly one line (or one error)
     out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
     labels = predictor.labels
@@ -330,7 +384,8 @@ def cmd_predict(args) -> int:
     if args.format == "csv":
         writer = csv.writer(out, lineterminator="\n")
         head = ["path", "start_s", "end_s", "label", "probability"] if args.timeline else \
-            ["path", "label", "n_windows", "error"] + (["top"] if args.top_k else [])
+            ["path", "label", "n_windows", "error"] + (["top"] if args.top_k else []) \
+            + (["positive", "positive_score"] if op else [])
         writer.writerow(head + [f"p_{lab}" for lab in labels])
     failed = 0
     bar = tqdm(total=len(items), unit="file", desc="predict", file=sys.stderr, leave=False,
@@ -343,16 +398,19 @@ def cmd_predict(args) -> int:
                 if writer is None:
                     out.write(item.to_json() + "\n")
                 elif not args.timeline:
-                    writer.writerow([item.path, "", "", item.reason] + [""] * (len(labels) + bool(args.top_k)))
+                    writer.writerow([item.path, "", "", item.reason]
+                                    + [""] * (len(labels) + bool(args.top_k) + 2 * bool(op)))
             elif writer is None:
-                out.write(item.to_json(top_k=args.top_k, timeline=args.timeline) + "\n")
+                out.write(item.to_json(top_k=args.top_k, timeline=args.timeline, operating_point=op) + "\n")
             elif args.timeline:
                 for row in item.timeline():
                     writer.writerow([item.path, row["start_s"], row["end_s"], row["label"], f"{row['probability']:.6f}"]
                                     + [f"{row['probabilities'][lab]:.6f}" for lab in labels])
             else:
                 top = ["|".join(f"{lab}:{p:.6f}" for lab, p in item.top(args.top_k))] if args.top_k else []
-                writer.writerow([item.path, item.label, item.n_windows, ""] + top
+                screen = op.apply(item.probabilities) if op else None
+                flag = [str(screen["positive"]).lower(), f"{screen['score']:.6f}"] if screen else []
+                writer.writerow([item.path, item.label, item.n_windows, ""] + top + flag
                                 + [f"{item.probabilities[lab]:.6f}" for lab in labels])
             out.flush()
             bar.update(1)
@@ -366,12 +424,17 @@ def cmd_predict(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from audioflow.inference import Predictor
     from audioflow.serve import serve
 
+    if args.operating_point and Predictor(args.model).operating_point is None:
+        say(f"error: {args.model} has no operating point (it was exported with evaluate.positive_labels empty)")
+        return 2
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         say(f"serve: listening on {args.host}, reachable from other machines; there is no authentication")
     serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
-          max_duration_s=args.max_duration_s, log_level="warning" if args.quiet else "info")
+          max_duration_s=args.max_duration_s, log_level="warning" if args.quiet else "info",
+          operating_point=args.operating_point)
     return 0
 
 
@@ -479,6 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "per window), for long recordings")
     p.add_argument("--batch-windows", type=int, default=64, metavar="N",
                    help="windows per ONNX Runtime run; short recordings share a run (default: 64)")
+    p.add_argument("--operating-point", action="store_true",
+                   help="apply the model's operating point (set by evaluate on validation for "
+                        "evaluate.positive_labels): JSON gets `operating_point` {positive, score, threshold}, CSV "
+                        "the columns positive and positive_score")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_predict)
@@ -497,6 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"larger uploads get 413 (default: {DEFAULT_MAX_UPLOAD_MB:g})")
     p.add_argument("--max-duration-s", type=float, default=DEFAULT_MAX_DURATION_S,
                    help=f"longer recordings get 413 (default: {DEFAULT_MAX_DURATION_S:g})")
+    p.add_argument("--operating-point", action="store_true",
+                   help="every answer says whether the recording is positive at the model's operating point "
+                        "(a request's ?operating_point=false|true overrides)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only, not every request")
     p.set_defaults(fn=cmd_serve)
     return parser

@@ -250,6 +250,31 @@ class TrainConfig(_Section):
 
 class EvaluateConfig(_Section):
     min_macro_f1: float = Field(0.0, ge=0, le=1)  # quality gate on the test split
+    # Uncertainty: percentile bootstrap over test recordings, or whole groups when the split has
+    # groups (data.group_column), for accuracy, balanced accuracy and macro-F1.
+    bootstrap: int = Field(1000, ge=100, le=100_000)  # resamples
+    confidence: float = Field(0.95, gt=0.5, lt=1)  # of every interval
+    seed: int = 0  # of the resampling: the same predictions give the same intervals
+    # Temperature scaling (logits / T) fitted on val, put into the ONNX graph: served
+    # probabilities are calibrated. false: T = 1.
+    calibrate: bool = True
+    calibration_bins: int = Field(15, ge=2, le=100)  # equal-width confidence bins of the ECE
+    # Operating point: these classes against the rest (screening), flagged when their summed
+    # probability reaches the threshold that gives target_recall on val; [] = none.
+    positive_labels: list[str] = []
+    target_recall: float = Field(1.0, gt=0, le=1)
+    # Promotion (ZenML model registry): compare, with the production version on this test split
+    # (promoted unless the paired bootstrap says it is worse); always; never.
+    promotion: Literal["compare", "always", "never"] = "compare"
+    promotion_metric: Literal["macro_f1", "balanced_accuracy", "accuracy"] = "macro_f1"
+    intended_use: str = ""  # a sentence for the model card; empty: a generic one
+
+    @model_validator(mode="after")
+    def _labels(self) -> EvaluateConfig:
+        twice = sorted({lab for lab in self.positive_labels if self.positive_labels.count(lab) > 1})
+        if twice:
+            raise ValueError(f"evaluate.positive_labels names {twice} twice")
+        return self
 
 
 class ExportConfig(_Section):

@@ -42,21 +42,27 @@ class ExportError(AudioflowError, RuntimeError):
 
 
 class WaveformClassifier(nn.Module):
-    """LogMel front-end + classifier: waveform [batch, samples] -> logits [batch, n_classes]."""
+    """LogMel front-end + classifier: waveform [batch, samples] -> logits [batch, n_classes],
+    divided by ``temperature`` (temperature scaling: the softmax a predictor takes of them is
+    then calibrated; argmax unchanged). At 1 the graph has no division at all."""
 
-    def __init__(self, front_end: LogMel, classifier: nn.Module):
+    def __init__(self, front_end: LogMel, classifier: nn.Module, temperature: float = 1.0):
         super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
         self.front_end = front_end
         self.classifier = classifier
+        self.temperature = float(temperature)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.front_end(waveform))
+        logits = self.classifier(self.front_end(waveform))
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path) -> tuple[WaveformClassifier, ModelMeta]:
+    def from_model_dir(cls, model_dir: str | Path, temperature: float = 1.0) -> tuple[WaveformClassifier, ModelMeta]:
         """Load a saved model folder and put its own front-end in front of it (eval mode)."""
         model, meta = load_model(model_dir, device="cpu")
-        return cls(meta.spec.front_end(), model).eval(), meta
+        return cls(meta.spec.front_end(), model, temperature).eval(), meta
 
 
 class ConvLogMel(nn.Module):
@@ -97,10 +103,13 @@ def sample_bounds(spec: FeatureSpec) -> tuple[int, int]:
     return shortest, longest
 
 
-def onnx_metadata(meta: ModelMeta) -> dict[str, str]:
-    """What a torch-free predictor needs to feed the graph and name its outputs."""
+def onnx_metadata(meta: ModelMeta, temperature: float = 1.0, operating_point: dict | None = None) -> dict[str, str]:
+    """What a torch-free predictor needs to feed the graph, name its outputs and (on request)
+    apply the operating point; the temperature the graph already divides its logits by."""
     spec = meta.spec
-    return {
+    extra = {"operating_point": json.dumps(operating_point, sort_keys=True)} if operating_point else {}
+    return extra | {
+        "temperature": repr(float(temperature)),
         "labels": json.dumps(list(meta.labels)),
         "sample_rate": str(spec.sample_rate),
         "window_samples": str(spec.window_samples),
@@ -248,27 +257,28 @@ def check_parity(module: nn.Module, onnx_path: str | Path, batches: Sequence[np.
 
 def export_onnx(model_dir: str | Path, out_path: str | Path,
                 check_audio: list[np.ndarray] | None = None, opset: int = 18,
-                atol: float = 1e-4) -> dict[str, Any]:
-    """Export ``model_dir`` to ``out_path`` (waveform in, logits out) and verify it.
+                atol: float = 1e-4, temperature: float = 1.0, operating_point: dict | None = None) -> dict[str, Any]:
+    """Export ``model_dir`` to ``out_path`` (waveform in, logits / ``temperature`` out) and verify it.
 
     ``check_audio``: 1-D float32 windows of exactly ``window_samples`` (held-out audio);
-    None uses seeded noise. Returns a report with the measured ``max_abs_diff``.
+    None uses seeded noise. ``operating_point`` (``reliability.fit_operating_point``) goes
+    into the metadata. Returns a report with the measured ``max_abs_diff``.
     """
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is not supported: the dynamo exporter builds opset "
                           f">= {MIN_OPSET} graphs (STFT front-end, Pad-18)")
     t0 = time.perf_counter()
     out = Path(out_path)
-    module, meta = WaveformClassifier.from_model_dir(model_dir)
+    module, meta = WaveformClassifier.from_model_dir(model_dir, temperature)
     batches = check_batches(meta.spec, check_audio)  # validate inputs before the slow export
     caught: list[str] = []
-    graph = WaveformClassifier(ConvLogMel(module.front_end), module.classifier).eval()
+    graph = WaveformClassifier(ConvLogMel(module.front_end), module.classifier, temperature).eval()
     proto = _to_onnx(graph, meta.spec, opset, caught)
     # Only a model that passed onnx.checker and the parity check reaches ``out``: a failed
     # export leaves the previous file (or none), never an unverified one that looks valid.
     tmp = out.with_name(f".{out.name}.unverified")
     try:
-        _write_model(proto, onnx_metadata(meta), tmp)
+        _write_model(proto, onnx_metadata(meta, temperature, operating_point), tmp)
         diff = check_parity(module, tmp, batches, atol)
         os.replace(tmp, out)
     finally:
@@ -278,6 +288,8 @@ def export_onnx(model_dir: str | Path, out_path: str | Path,
         "path": str(out),
         "size_bytes": out.stat().st_size,
         "opset": opset,
+        "temperature": temperature,
+        "operating_point": operating_point,
         "max_abs_diff": diff,
         "atol": atol,
         "n_checked": int(sum(len(b) for b in batches)),

@@ -24,6 +24,29 @@ REQUIRED_METADATA = ("labels", "sample_rate", "window_samples", "window_hop_samp
 
 
 @dataclass(frozen=True)
+class OperatingPoint:
+    """A screening threshold from the model's metadata (set by ``evaluate`` on validation): a
+    recording is positive when its positive classes' summed probability reaches ``threshold``."""
+
+    positive_labels: tuple[str, ...]
+    threshold: float
+    target_recall: float
+
+    @classmethod
+    def from_metadata(cls, text: str, labels: Sequence[str], where: str) -> OperatingPoint:
+        d = json.loads(text)
+        unknown = [lab for lab in d["positive_labels"] if lab not in labels]
+        if unknown:
+            raise ValueError(f"{where}: operating point names labels {unknown} the model does not have")
+        return cls(tuple(d["positive_labels"]), float(d["threshold"]), float(d["target_recall"]))
+
+    def apply(self, probabilities: dict[str, float]) -> dict:
+        score = float(sum(probabilities[lab] for lab in self.positive_labels))
+        return {"positive": score >= self.threshold, "score": score, "threshold": self.threshold,
+                "positive_labels": list(self.positive_labels), "target_recall": self.target_recall}
+
+
+@dataclass(frozen=True)
 class Prediction:
     """Clip-level result: window probabilities averaged, label = their argmax.
 
@@ -57,9 +80,12 @@ class Prediction:
                          "probabilities": {lab: float(v) for lab, v in zip(labels, probs)}})
         return rows
 
-    def to_dict(self, top_k: int | None = None, timeline: bool = False) -> dict:
+    def to_dict(self, top_k: int | None = None, timeline: bool = False,
+                operating_point: OperatingPoint | None = None) -> dict:
         d = {"path": self.path, "label": self.label, "probabilities": self.probabilities,
              "n_windows": self.n_windows}
+        if operating_point is not None:
+            d["operating_point"] = operating_point.apply(self.probabilities)
         if top_k:
             d["top"] = [{"label": lab, "probability": p} for lab, p in self.top(top_k)]
         if timeline:
@@ -67,8 +93,9 @@ class Prediction:
             d["timeline"] = [{k: v for k, v in row.items() if k != "probabilities"} for row in self.timeline()]
         return d
 
-    def to_json(self, top_k: int | None = None, timeline: bool = False) -> str:
-        return json.dumps(self.to_dict(top_k, timeline))
+    def to_json(self, top_k: int | None = None, timeline: bool = False,
+                operating_point: OperatingPoint | None = None) -> str:
+        return json.dumps(self.to_dict(top_k, timeline, operating_point))
 
 
 @dataclass(frozen=True)
@@ -170,6 +197,11 @@ class Predictor:
         self.sample_rate = int(self.metadata["sample_rate"])
         self.window_samples = int(self.metadata["window_samples"])
         self.window_hop_samples = int(self.metadata["window_hop_samples"])
+        # The graph already divides its logits by this (temperature scaling): recorded, not applied.
+        self.temperature = float(self.metadata.get("temperature", "1.0"))
+        self.operating_point: OperatingPoint | None = (
+            OperatingPoint.from_metadata(self.metadata["operating_point"], self.labels, str(self.model_path))
+            if "operating_point" in self.metadata else None)
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
 

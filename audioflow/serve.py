@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 
 from audioflow import __version__, audio
 from audioflow.inference import Predictor
@@ -87,9 +87,17 @@ def model_sha256(path: Path) -> str:
 
 
 def create_app(model_path: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-               max_duration_s: float = DEFAULT_MAX_DURATION_S):
-    """(the ASGI app to run, the FastAPI app inside it) serving ``model_path``, loaded once, here."""
+               max_duration_s: float = DEFAULT_MAX_DURATION_S, operating_point: bool = False):
+    """(the ASGI app to run, the FastAPI app inside it) serving ``model_path``, loaded once, here.
+
+    ``operating_point``: every answer applies the model's operating point (``?operating_point=``
+    on a request overrides it); a model without one is refused here, at start.
+    """
     predictor = Predictor(model_path)
+    if operating_point and predictor.operating_point is None:
+        raise ValueError(f"{model_path}: the model has no operating point (it was exported with "
+                         "evaluate.positive_labels empty); serve it without --operating-point")
+    op, default_operating_point = predictor.operating_point, operating_point
     digest = model_sha256(predictor.model_path)
     limit = int(max_upload_mb * 1024 * 1024)
     metadata = {
@@ -103,6 +111,10 @@ def create_app(model_path: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD
         "audioflow_version": __version__,
         "max_upload_bytes": limit,
         "max_duration_s": max_duration_s,
+        "temperature": predictor.temperature,
+        "operating_point": None if op is None else {"positive_labels": list(op.positive_labels),
+                                                    "threshold": op.threshold, "target_recall": op.target_recall,
+                                                    "applied_by_default": operating_point},
     }
     app = FastAPI(
         title="audioflow", version=__version__,
@@ -124,8 +136,16 @@ def create_app(model_path: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD
         415: {"description": "not an audio format the service can decode"},
         422: {"description": "an empty recording, one without samples, or no `file` field"}})
     def predict(file: Annotated[UploadFile, File(description="the recording: WAV, FLAC, OGG, AIFF or MP3, any "
-                                                             "sample rate and channel count")]) -> dict:
-        """Label and probabilities of one recording (windows averaged, as in evaluation)."""
+                                                             "sample rate and channel count")],
+                operating_point: Annotated[bool | None, Query(
+                    description="apply the model's operating point (its positive classes' summed probability "
+                                "against the threshold set on validation); default: the service's setting")] = None,
+                ) -> dict:
+        """Label and probabilities of one recording (windows averaged, as in evaluation); with the
+        operating point, whether it is positive."""
+        apply = default_operating_point if operating_point is None else operating_point
+        if apply and op is None:
+            raise HTTPException(422, "the model has no operating point (exported with evaluate.positive_labels empty)")
         # A sync endpoint: FastAPI runs it in its thread pool, off the event loop.
         name = file.filename or "upload"
         blob = file.file.read(limit + 1)
@@ -144,18 +164,21 @@ def create_app(model_path: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD
             raise HTTPException(status, f"{exc.path}: {exc.reason}") from None
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        return {"file": name, "label": result.label, "probabilities": result.probabilities,
-                "n_windows": result.n_windows, "duration_s": round(len(signal) / predictor.sample_rate, 3),
-                "model_version": metadata["model_version"]}
+        answer = {"file": name, "label": result.label, "probabilities": result.probabilities,
+                  "n_windows": result.n_windows, "duration_s": round(len(signal) / predictor.sample_rate, 3),
+                  "model_version": metadata["model_version"]}
+        if apply:
+            answer["operating_point"] = op.apply(result.probabilities)
+        return answer
 
     return BodyLimit(app, limit=limit + 64 * 1024), app  # the multipart envelope on top of the file
 
 
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_duration_s: float = DEFAULT_MAX_DURATION_S,
-          log_level: str = "info") -> None:
+          log_level: str = "info", operating_point: bool = False) -> None:
     """Run the service until SIGINT or SIGTERM (uvicorn finishes the requests in flight, then exits)."""
     import uvicorn
 
-    asgi, _ = create_app(model_path, max_upload_mb, max_duration_s)
+    asgi, _ = create_app(model_path, max_upload_mb, max_duration_s, operating_point)
     uvicorn.run(asgi, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)

@@ -61,7 +61,11 @@ class Stage:
         return globals()[self.name]
 
 
-EVALUATION_FILES = ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv")
+EVALUATION_FILES = ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv",
+                    "curves.png", "reliability.png", "model_card.md")
+# What evaluate hands export: the temperature fitted on val and the operating point, which the
+# ONNX model carries (its graph divides the logits by the temperature; the threshold is metadata).
+SERVING = "serving.json"
 FOLDS = "folds"  # under artifacts/: one folder per cross-validation fold
 
 # In pipeline order. Nothing reads unvalidated data: featurize and split read the validation
@@ -87,14 +91,16 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     # The model that is exported: under kfold, trained on every recording (val for early stopping).
     Stage("train", "train the model, keep the best checkpoint (resumes after a crash)",
           output="trained_model", folder="train", sections=("model", "train"), inputs=("features", "split")),
-    Stage("evaluate", "test-set metrics (under kfold: every fold's, mean and std), confusion matrix "
-          "(CSV + PNG), predictions",
+    Stage("evaluate", "test-set metrics with bootstrap intervals (under kfold: every fold's, mean and std), "
+          "confusion matrix, ROC and precision-recall curves, calibration (temperature fitted on val), the "
+          "operating point, predictions, the model card",
           output="evaluation", folder="evaluate", sections=("evaluate",),
           inputs=("features", "split", "trained_model"), publishes=tuple((f, f) for f in EVALUATION_FILES),
           reads_folds="fold_evaluation"),
-    Stage("export", "ONNX export (waveform in, logits out) with a parity check",
+    # Reads the evaluation for its serving.json: the temperature and operating point go into the model.
+    Stage("export", "ONNX export (waveform in, calibrated logits out) with a parity check",
           output="onnx_model", folder="export", sections=("export",),
-          inputs=("trained_model", "dataset", "split"), publishes=(("model.onnx", "model.onnx"),)),
+          inputs=("trained_model", "dataset", "split", "evaluation"), publishes=(("model.onnx", "model.onnx"),)),
 )}
 
 PRODUCER: dict[str, Stage] = {s.output: s for s in STAGES.values()}  # artifact -> the stage writing it
@@ -385,19 +391,77 @@ def train_fold(params: Params, features: Path, split: Path, out: Path, *, fold: 
                  on_checkpoint=on_checkpoint, on_epoch=on_epoch)
 
 
-def _score(features: Path, split: Path, trained_model: Path, tmp: Path, title: str, extra: dict) -> dict:
-    """Score the test part of ``split`` per recording; write the report files into ``tmp``."""
+def _window_logits(model, feats, table, part: str):
+    """(sorted window rows, their logits) of the recordings of one split part."""
+    import numpy as np
+
+    from audioflow.evaluation import predict_rows, rows_for
+
+    rows = np.sort(rows_for(feats, table, part))
+    return rows, predict_rows(model, feats.array, rows, device=next(model.parameters()).device)
+
+
+def _serving(params: Params, feats, table, model) -> dict:
+    """What the exported model carries from validation: the temperature (``evaluate.calibrate``)
+    and the operating point (``evaluate.positive_labels``), both set on the val recordings."""
+    from audioflow import reliability
+    from audioflow.evaluation import aggregate_files
+
+    ev = params.evaluate
+    rows, logits = _window_logits(model, feats, table, "val")
+    if not len(rows):
+        raise AudioflowError("evaluate: the split has no validation recordings to calibrate on")
+    val = aggregate_files(feats, rows, logits)
+    temperature = 1.0
+    if ev.calibrate:
+        windows = reliability.window_recordings(feats.index.set_index("row").loc[rows, "path"])
+        temperature = reliability.fit_temperature(logits, windows, reliability.actual_index(val, feats.labels))
+        val = aggregate_files(feats, rows, logits / temperature)
+    return {"temperature": temperature, "calibrated_on": {"split": "val", "recordings": len(val)},
+            "operating_point": reliability.fit_operating_point(feats.labels, ev.positive_labels, val,
+                                                               ev.target_recall)}
+
+
+def _groups(table, paths) -> list[str]:
+    """The group (patient, speaker) of each recording; empty strings without groups."""
+    group = dict(zip(table["path"], table["group"]))
+    return [group[p] for p in paths]
+
+
+def _test_split_hash(paths) -> str:
+    """Names the test recordings: two evaluations with the same hash scored the same ones."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest()[:16]
+
+
+def _score(params: Params, features: Path, split: Path, trained_model: Path, tmp: Path, title: str,
+           extra: dict) -> dict:
+    """Score the test part of ``split`` per recording as the exported model will (temperature
+    fitted on val); write the report, the curves and calibration figures, the uncalibrated
+    predictions and ``serving.json`` into ``tmp``."""
+    from audioflow import reliability
     from audioflow import split as _split
     from audioflow.checkpoint import load_model
-    from audioflow.evaluation import file_predictions, rows_for, write_report
+    from audioflow.evaluation import aggregate_files, write_report
     from audioflow.features import Features
 
     feats = Features.load(features)
     table = _split.load(split)
     model, meta = load_model(trained_model / "model")
-    preds = file_predictions(model, feats, rows_for(feats, table, "test"), device=next(model.parameters()).device)
+    serving = _serving(params, feats, table, model)
+    rows, logits = _window_logits(model, feats, table, "test")
+    t = serving["temperature"]
+    preds, raw = aggregate_files(feats, rows, logits / t), aggregate_files(feats, rows, logits)
+    ev = params.evaluate
+    assessed = reliability.assess(feats.labels, preds, raw, _groups(table, preds["path"]), t,
+                                  serving["operating_point"], tmp, n_resamples=ev.bootstrap, confidence=ev.confidence,
+                                  n_bins=ev.calibration_bins, seed=ev.seed, title=title)
     extra = {"split": _split.summary(table)["counts"], "params_hash": meta.params_hash,
-             "dataset_fingerprint": meta.dataset_fingerprint} | extra
+             "dataset_fingerprint": meta.dataset_fingerprint, "test_split_hash": _test_split_hash(preds["path"])} \
+        | extra | assessed
+    raw.to_csv(tmp / "predictions_uncalibrated.csv", index=False)
+    _write_atomic(tmp / SERVING, json.dumps(serving, indent=2) + "\n")
     return write_report(preds, feats.labels, tmp, extra=extra, title=title)
 
 
@@ -407,25 +471,71 @@ def evaluate_fold(params: Params, features: Path, split: Path, fold_model: Path,
     from audioflow import split as _split
 
     with atomic_dir(out) as tmp:
-        metrics = _score(features, _split.fold_dir(split, fold), fold_model, tmp, f"Fold {fold}", {"fold": fold})
+        metrics = _score(params, features, _split.fold_dir(split, fold), fold_model, tmp, f"Fold {fold}",
+                         {"fold": fold})
         _write_params(params, "evaluate_fold", tmp)
+    return metrics
+
+
+def _cross_validation(params: Params, features: Path, split: Path, trained_model: Path, folds: dict[str, Path],
+                      tmp: Path) -> dict:
+    """The folds' report (``evaluation.cross_validation_report``), plus intervals, curves and
+    calibration of every recording's out-of-fold prediction (each fold's model with its own
+    temperature and threshold), and ``serving.json`` of the final model (its val split)."""
+    import pandas as pd
+
+    from audioflow import reliability
+    from audioflow import split as _split
+    from audioflow.checkpoint import load_model
+    from audioflow.evaluation import cross_validation_report
+    from audioflow.features import Features
+
+    table = _split.load(split)
+    metrics = cross_validation_report(folds, tmp, extra={"split": _split.summary(table)["counts"]})
+    feats = Features.load(features)
+    serving = _serving(params, feats, table, load_model(trained_model / "model")[0])
+    read = {"dtype": {"path": str, "actual": str, "predicted": str}, "keep_default_na": False}
+    pooled = pd.read_csv(tmp / "predictions.csv", **read)
+    raw = pd.concat([pd.read_csv(f / "predictions_uncalibrated.csv", **read) for f in folds.values()],
+                    ignore_index=True)
+    by_fold = {name: json.loads((f / SERVING).read_text()) for name, f in folds.items()}
+    op = serving["operating_point"]
+    thresholds = None
+    if op is not None:  # each recording judged at the threshold of the model that held it out
+        thresholds = pooled["fold"].astype(str).map({n: s["operating_point"]["threshold"]
+                                                     for n, s in by_fold.items()}).to_numpy(dtype=float)
+    ev = params.evaluate
+    assessed = reliability.assess(feats.labels, pooled.drop(columns="fold"), raw, _groups(table, pooled["path"]),
+                                  serving["temperature"], op, tmp, n_resamples=ev.bootstrap,
+                                  confidence=ev.confidence, n_bins=ev.calibration_bins, seed=ev.seed,
+                                  title=f"Out of fold ({len(folds)} folds)", thresholds=thresholds)
+    assessed["calibration"]["fold_temperatures"] = {n: s["temperature"] for n, s in by_fold.items()}
+    if op is not None:
+        assessed["operating_point"]["fold_thresholds"] = {n: s["operating_point"]["threshold"]
+                                                          for n, s in by_fold.items()}
+    metrics |= assessed | {"test_split_hash": _test_split_hash(pooled["path"])}
+    _write_atomic(tmp / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    _write_atomic(tmp / SERVING, json.dumps(serving, indent=2) + "\n")
     return metrics
 
 
 def evaluate(params: Params, features: Path, split: Path, trained_model: Path, out: Path, *,
              progress: bool = True, publish_to: Path | None = None,
              fold_evaluations: Sequence[Path] = ()) -> dict:
-    """Score the test split per recording; write metrics, confusion matrix and predictions.
+    """Score the test split per recording; write metrics with bootstrap intervals, confusion
+    matrix, curves, calibration, the operating point, predictions and the model card.
 
-    Under kfold (``fold_evaluations``: every fold's ``evaluate_fold`` folder, in ``split.folds``
-    order) the figures are the folds': mean and standard deviation of every metric, each
-    fold's, and the confusion matrix and predictions of every recording from the fold that
+    The model is scored as it will be served: the temperature fitted on val divides its logits
+    (``serving.json`` hands it, and the operating point, to export). Under kfold
+    (``fold_evaluations``: every fold's ``evaluate_fold`` folder, in ``split.folds`` order) the
+    figures are the folds': mean and standard deviation of every metric, each fold's, and the
+    confusion matrix, predictions, intervals and curves of every recording from the fold that
     held it out. The outputs are written before the quality gate judges them, so a run that
     fails the gate still shows what it measured (in ``out``; only a model that passes is
     published).
     """
     from audioflow import split as _split
-    from audioflow.evaluation import cross_validation_report
+    from audioflow.model_card import write_model_card
 
     folds = _split.fold_names(split)
     # Each fold's evaluation names its fold (metrics.json), whatever folder it is in.
@@ -435,12 +545,11 @@ def evaluate(params: Params, features: Path, split: Path, trained_model: Path, o
                              "were given: run evaluate_fold for each of split.folds first")
     with atomic_dir(out) as tmp:
         if folds:
-            # The final model's split (train and val only) beside the folds'.
-            metrics = cross_validation_report({f: given[f] for f in folds}, tmp,
-                                              extra={"split": _split.summary(_split.load(split))["counts"]})
+            metrics = _cross_validation(params, features, split, trained_model, {f: given[f] for f in folds}, tmp)
         else:
-            metrics = _score(features, split, trained_model, tmp, "Test set", {})
+            metrics = _score(params, features, split, trained_model, tmp, "Test set", {})
         _write_params(params, "evaluate", tmp)
+        write_model_card(tmp / "model_card.md", tmp, split, trained_model)
     gate = params.evaluate.min_macro_f1
     if metrics["macro_f1"] < gate:
         what = f"mean macro-F1 over {len(folds)} folds" if folds else "test macro-F1"
@@ -458,6 +567,56 @@ def confusion_counts(evaluation: Path) -> tuple[list[str], list[list[int]]]:
 
     cm = pd.read_csv(evaluation / "confusion_matrix.csv", index_col=0)
     return [str(c) for c in cm.columns], cm.to_numpy().astype(int).tolist()
+
+
+def headline_metrics(metrics: dict) -> dict[str, float | int | str]:
+    """The figures a dashboard shows, flat: scores and their interval bounds, per-class F1, macro
+    AUC/AP, calibration, the operating point, what identifies the test split (ZenML metadata,
+    KFP Metrics)."""
+    flat: dict = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n")}
+    if "std" in metrics:  # kfold: the spread over folds, and each fold
+        flat |= {f"{k}_std": metrics["std"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+        flat |= {f"macro_f1_fold_{f}": m["macro_f1"] for f, m in metrics["folds"].items()}
+    flat |= {f"f1_{label}": v["f1"] for label, v in metrics["per_class"].items()}
+    intervals = metrics.get("intervals") or {}
+    for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+        for end in ("low", "high"):
+            if (intervals.get(key) or {}).get(end) is not None:
+                flat[f"{key}_{end}"] = intervals[key][end]
+    for key in ("auc", "average_precision"):
+        if (metrics.get(key) or {}).get("macro") is not None:
+            flat[f"macro_{key}"] = metrics[key]["macro"]
+    if cal := metrics.get("calibration"):
+        flat |= {"temperature": cal["temperature"], "ece": cal["ece"], "ece_uncalibrated": cal["ece_uncalibrated"]}
+    if op := metrics.get("operating_point"):
+        flat["operating_threshold"] = op["threshold"]
+        flat |= {f"operating_{k}": op["test"][k] for k in ("recall", "specificity") if op["test"][k] is not None}
+    return flat | {k: metrics[k] for k in ("test_split_hash", "dataset_fingerprint") if k in metrics}
+
+
+def summary_roc(evaluation: Path) -> tuple[list[float], list[float], list[float], str]:
+    """One ROC curve for dashboards that hold one (KFP's ClassificationMetrics): the operating
+    point's positive classes against the rest where one is set, else the micro-average of every
+    class against the rest. (fpr, tpr, threshold, what it is)."""
+    import numpy as np
+    import pandas as pd
+
+    from audioflow import reliability
+
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    labels = list(metrics["per_class"])
+    preds = pd.read_csv(evaluation / "predictions.csv", dtype={"path": str, "actual": str, "predicted": str},
+                        keep_default_na=False)
+    probs = reliability.probabilities(preds, labels)
+    if op := metrics.get("operating_point"):
+        positive = [labels.index(lab) for lab in op["positive_labels"]]
+        y, score = preds["actual"].isin(op["positive_labels"]).to_numpy(), reliability.positive_score(probs, positive)
+        what = f"{' + '.join(op['positive_labels'])} against the rest"
+    else:
+        y = (reliability.actual_index(preds, labels)[:, None] == np.arange(len(labels))[None, :]).ravel()
+        score, what = probs.ravel(), "micro-average of every class against the rest"
+    roc = reliability.pooled_roc(y, score) or {"fpr": [], "tpr": [], "threshold": []}
+    return roc["fpr"], roc["tpr"], roc["threshold"], what
 
 
 def png_page(path: Path, title: str) -> str:
@@ -494,21 +653,34 @@ def heldout_windows(dataset: Path, split: Path, spec, limit: int = 32, part: str
     return windows[:limit]
 
 
-def export(params: Params, trained_model: Path, dataset: Path, split: Path, out: Path, *,
+def serving_settings(evaluation: Path) -> dict:
+    """The evaluation's ``serving.json``: temperature and operating point for the export."""
+    path = evaluation / SERVING
+    if not path.is_file():
+        raise AudioflowError(f"{path}: not found; run `audioflow evaluate` (it fits the temperature and the "
+                             "operating point the exported model carries)")
+    return json.loads(path.read_text())
+
+
+def export(params: Params, trained_model: Path, dataset: Path, split: Path, evaluation: Path, out: Path, *,
            progress: bool = True, publish_to: Path | None = None) -> dict:
     """``out/model.onnx`` checked against PyTorch on test audio, ``export.json``, ``params.json``.
 
-    Nothing lands in ``out`` unless ``onnx.checker`` and the parity check passed.
+    The graph divides the logits by the temperature evaluate fitted on val (so the probabilities
+    ``predict`` and ``serve`` compute are calibrated), and the metadata holds it and the
+    operating point. Nothing lands in ``out`` unless ``onnx.checker`` and the parity check passed.
     """
     from audioflow.checkpoint import load_model
     from audioflow.export import export_onnx
 
     model_dir = trained_model / "model"
     _, meta = load_model(model_dir)
+    serving = serving_settings(evaluation)
     check = heldout_windows(dataset, split, meta.spec)
     with atomic_dir(out) as tmp:
         report = export_onnx(model_dir, tmp / "model.onnx", check_audio=check, opset=params.export.opset,
-                             atol=params.export.atol)
+                             atol=params.export.atol, temperature=serving["temperature"],
+                             operating_point=serving["operating_point"])
         report["path"] = "model.onnx"  # relative to the stage folder: no temporary path recorded
         if params.export.int8:
             report["int8"] = _int8(params, tmp, dataset, split, meta.spec)

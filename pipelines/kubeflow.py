@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import yaml
 from kfp import dsl, kubernetes
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 from pydantic import BaseModel, ConfigDict, Field
 
 from audioflow.config import Params, load_params
@@ -160,7 +160,11 @@ def train(features: Input[Dataset], split: Input[Dataset], sections: str, traine
 
 
 def evaluate(features: Input[Dataset], split: Input[Dataset], trained_model: Input[Model], sections: str,
-             evaluation: Output[Dataset], metrics: Output[Metrics], confusion_matrix: Output[ClassificationMetrics]):
+             evaluation: Output[Dataset], metrics: Output[Metrics], confusion_matrix: Output[ClassificationMetrics],
+             roc_curve: Output[ClassificationMetrics], curves: Output[HTML], model_card: Output[Markdown]):
+    """Scores with their interval bounds, AUC/AP, calibration and the operating point as Metrics; the
+    confusion matrix and one ROC curve (KFP shows one per artifact) as ClassificationMetrics; the
+    per-class curves and the reliability diagram as HTML; the model card as Markdown."""
     from pathlib import Path
 
     from audioflow import stages
@@ -168,21 +172,28 @@ def evaluate(features: Input[Dataset], split: Input[Dataset], trained_model: Inp
     out = Path(evaluation.path)
     m = stages.evaluate(stages.params_from_json(sections), Path(features.path), Path(split.path),
                         Path(trained_model.path), out)
-    for key in ("accuracy", "balanced_accuracy", "macro_f1"):
-        metrics.log_metric(key, m[key])
+    for key, value in stages.headline_metrics(m).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            metrics.log_metric(key, value)
     confusion_matrix.log_confusion_matrix(*stages.confusion_counts(out))
+    fpr, tpr, threshold, what = stages.summary_roc(out)
+    roc_curve.log_roc_curve(fpr, tpr, threshold)
+    roc_curve.metadata["curve"] = what
+    Path(curves.path).write_text(stages.png_page(out / "curves.png", "ROC and precision-recall, one class vs rest")
+                                 + stages.png_page(out / "reliability.png", "Reliability (calibration)"))
+    Path(model_card.path).write_text((out / "model_card.md").read_text())
 
 
-def export(trained_model: Input[Model], dataset: Input[Dataset], split: Input[Dataset], sections: str,
-           onnx_model: Output[Model]):
+def export(trained_model: Input[Model], dataset: Input[Dataset], split: Input[Dataset], evaluation: Input[Dataset],
+           sections: str, onnx_model: Output[Model]):
     from pathlib import Path
 
     from audioflow import stages
 
     report = stages.export(stages.params_from_json(sections), Path(trained_model.path), Path(dataset.path),
-                           Path(split.path), Path(onnx_model.path))
+                           Path(split.path), Path(evaluation.path), Path(onnx_model.path))
     onnx_model.metadata.update({"framework": "onnx", "file": "model.onnx", "opset": report["opset"],
-                                "max_abs_diff": report["max_abs_diff"]})
+                                "max_abs_diff": report["max_abs_diff"], "temperature": report["temperature"]})
 
 
 # --------------------------------------------------------------------------- pipeline

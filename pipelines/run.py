@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"zenml run    {run.name} ({cached} of {len(run.steps)} steps from the cache)")
     if run.model_version is not None:
         print(f"zenml model  {run.model_version.model.name} version {run.model_version.name}")
+        decision = Path(args.outputs) / "promotion.json"
+        if decision.is_file():
+            import json
+
+            d = json.loads(decision.read_text())
+            print(f"promotion    {'promoted to production' if d['promoted'] else 'NOT promoted'}: {d['reason']}")
     return 0
 
 

@@ -38,6 +38,8 @@ def training_pipeline(params_path: str | None = None, outputs: str = "outputs") 
                                              **sections, **extra, **by_fold)
             out = out[0] if isinstance(out, list | tuple) else out  # first: the folder
             made[stage.output] = made.get(stage.output, {}) | {fold: out} if fold is not None else out
-    # Never from the cache: a fully cached run still refreshes outputs/.
+    # Never from the cache: a fully cached run still refreshes outputs/ and decides the promotion
+    # (which re-scores the production model on this run's test split: the dataset and split).
     steps.publish.with_options(enable_cache=False)(
-        **{s.output: made[s.output] for s in STAGES.values() if s.publishes}, outputs=outputs)
+        **{s.output: made[s.output] for s in STAGES.values() if s.publishes}, dataset=made["dataset"],
+        split=made["split"], outputs=outputs)

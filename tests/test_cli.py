@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,10 @@ def test_run_all_stages_then_predict(tmp_path: Path):
     p = audioflow("run", "-q", "--set", "train.epochs=3", "--set", "features.window_s=1.5",
                   "--set", "model.cnn.channels=[8,16]", "--set", "validate.min_per_class=3", cwd=tmp_path)
     assert "test         accuracy" in p.stdout and "outputs/model.onnx" in p.stdout
+    # Each figure with its interval, and the lines that say where to read the rest.
+    assert re.search(r"test +accuracy \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\], macro-F1 \d\.\d{3} \[", p.stdout), p.stdout
+    assert "bootstrap intervals over" in p.stdout and "outputs/model_card.md" in p.stdout
+    assert re.search(r"calibration +ECE \d\.\d{3} -> \d\.\d{3}", p.stdout), p.stdout
     out = tmp_path / "outputs"
     for name in ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "model.onnx",
                  "validation_report.json", "predictions.csv"):

@@ -278,8 +278,10 @@ def test_plots_render_offline(repo: Repo, tmp_path: Path):
         page = (out / "index.html").read_text()
         assert not REMOTE_SCRIPT.search(page)
         assert "vega 5.20.2, vega-lite 5.2.0, vega-embed 6.18.2 inlined" in page
-        assert page.count("vegaEmbed('#") == 3  # confusion matrix, loss, validation metrics
-        for field in ("train_loss", "val_loss", "val_macro_f1", "predicted", recording, *labels):
+        # confusion matrix, loss, validation metrics; ROC, precision-recall, reliability
+        assert page.count("vegaEmbed('#") == 6
+        for field in ("train_loss", "val_loss", "val_macro_f1", "predicted", recording, *labels, "fpr", "precision",
+                      '"color": {"field": "class"', '"model": "uncalibrated"'):
             assert field in page, field
     # The generated page stays out of git (dvc_plots/.gitignore).
     assert "dvc_plots" not in repo.git("status", "--porcelain")

@@ -372,3 +372,64 @@ def test_bcresnet_exports_with_the_front_end_inside(tmp_path):
     np.testing.assert_allclose(session.run(None, {"waveform": x})[0], expected, atol=1e-4)
     meta_props = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
     assert meta_props["model_name"] == "bcresnet"
+
+
+# --- calibration and the operating point in the model -------------------------------------
+
+OPERATING_POINT = {"positive_labels": ["rain", "siren"], "target_recall": 1.0, "threshold": 0.6}
+
+
+@pytest.fixture(scope="module")
+def calibrated(model_dir, tmp_path_factory) -> Path:
+    """The same model exported with temperature 2 and an operating point."""
+    out = tmp_path_factory.mktemp("calibrated") / "model.onnx"
+    check = [sine(WINDOW, f) for f in (220, 880)] + list(noise((3, WINDOW), seed=6))
+    report = export_onnx(model_dir, out, check_audio=check, temperature=2.0, operating_point=OPERATING_POINT)
+    assert report["max_abs_diff"] <= 1e-4 and report["temperature"] == 2.0  # parity holds with T inside
+    return out
+
+
+def test_the_temperature_divides_the_logits_inside_the_graph(calibrated, exported):
+    x = noise((4, WINDOW), seed=21)
+    plain = ort.InferenceSession(str(exported[0]), providers=["CPUExecutionProvider"]).run(None, {"waveform": x})[0]
+    scaled = ort.InferenceSession(str(calibrated), providers=["CPUExecutionProvider"]).run(None, {"waveform": x})[0]
+    np.testing.assert_allclose(scaled, plain / 2.0, rtol=0, atol=1e-5)
+    model = onnx.load(str(calibrated))
+    assert model.graph.node[-1].op_type == "Div" and onnx.load(str(exported[0])).graph.node[-1].op_type != "Div"
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert float(meta["temperature"]) == 2.0 and json.loads(meta["operating_point"]) == OPERATING_POINT
+    # Served probabilities are those of the scaled logits: flatter than the uncalibrated ones.
+    p = Predictor(calibrated)
+    assert p.temperature == 2.0 and Predictor(exported[0]).temperature == 1.0
+    np.testing.assert_allclose(p.window_probabilities(x[0]), softmax(plain[:1] / 2.0), atol=1e-6)
+
+
+def test_the_operating_point_is_applied_on_request(calibrated, exported, tmp_path):
+    p = Predictor(calibrated)
+    assert p.operating_point.positive_labels == ("rain", "siren") and p.operating_point.threshold == 0.6
+    assert Predictor(exported[0]).operating_point is None
+    pred = p.predict_waveform(sine(WINDOW, 500))
+    screen = p.operating_point.apply(pred.probabilities)
+    assert screen["score"] == pytest.approx(pred.probabilities["rain"] + pred.probabilities["siren"])
+    assert screen["positive"] == (screen["score"] >= 0.6)
+    assert "operating_point" not in pred.to_dict()
+    assert pred.to_dict(operating_point=p.operating_point)["operating_point"] == screen
+
+    root = clips_folder(tmp_path / "clips")
+    cli = [str(Path(sys.executable).parent / "audioflow"), "predict"]
+    out = subprocess.run([*cli, str(calibrated), str(root), "--operating-point"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    for line in map(json.loads, out.stdout.splitlines()):
+        score = line["probabilities"]["rain"] + line["probabilities"]["siren"]
+        assert line["operating_point"]["positive"] == (score >= 0.6)
+        assert line["operating_point"]["score"] == pytest.approx(score)
+    csv_out = subprocess.run([*cli, str(calibrated), str(root), "--operating-point", "--format", "csv"],
+                             capture_output=True, text=True, timeout=120)
+    head, *rows = csv_out.stdout.splitlines()
+    assert head.split(",")[4:6] == ["positive", "positive_score"] and len(rows) == 6
+    assert {r.split(",")[4] for r in rows} <= {"true", "false"}
+    # A model without an operating point says so, instead of guessing one.
+    refused = subprocess.run([*cli, str(exported[0]), str(root), "--operating-point"], capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and "has no operating point" in refused.stderr and not refused.stdout

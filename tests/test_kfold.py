@@ -101,6 +101,19 @@ def test_kfold_figures_are_the_folds(repo):
     assert (out / "model.onnx").is_file() and (art / "evaluate" / "folds.png").is_file()
     shown = json.loads(repo.dvc("metrics", "show", "--json"))
     assert "std" in json.dumps(shown)
+    # Intervals, curves and calibration of the out-of-fold predictions, each fold's model with its
+    # own temperature; the exported model's comes from its own validation part.
+    iv = metrics["intervals"]
+    assert iv["n_units"] == split["group"].nunique() and iv["unit"] == "group"
+    for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+        assert iv[key]["low"] <= metrics["pooled"][key] <= iv[key]["high"], key
+    assert set(metrics["calibration"]["fold_temperatures"]) == set(FOLDS)
+    for f in FOLDS:
+        assert metrics["calibration"]["fold_temperatures"][f] == folds[f]["calibration"]["temperature"]
+    serving = json.loads((art / "evaluate" / "serving.json").read_text())
+    assert metrics["calibration"]["temperature"] == serving["temperature"]
+    card = (out / "model_card.md").read_text()
+    assert "3-fold cross-validation" in card and "mean ± std over folds" in card
 
 
 def test_cli_and_zenml_report_what_dvc_reports(repo, tmp_path: Path):

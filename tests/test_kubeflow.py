@@ -62,7 +62,7 @@ def test_graph_one_task_per_stage_with_sharded_featurize(compiled):
     assert deps["merge-features-2"] >= {"merge-features", "featurize-3"}
     assert deps["train"] == {"configure", "merge-features-2", "split"}
     assert deps["evaluate"] >= {"train", "merge-features-2", "split"}
-    assert deps["export"] >= {"train", "ingest", "split"}
+    assert deps["export"] >= {"train", "ingest", "split", "evaluate"}  # temperature, operating point
     assert set(spec.root.input_definitions.parameters) == {"data_root", "overrides", "params_yaml", "checkpoint_root"}
     run_id = tasks["train"].inputs.parameters["run_id"].runtime_value.constant.string_value
     assert run_id == "{{$.pipeline_job_uuid}}"  # checkpoints are kept per run
@@ -88,6 +88,8 @@ def test_images_artifact_types_and_resources(compiled):
                 ("comp-train", "trained_model"): "system.Model", ("comp-train", "training_curves"): "system.HTML",
                 ("comp-evaluate", "metrics"): "system.Metrics",
                 ("comp-evaluate", "confusion_matrix"): "system.ClassificationMetrics",
+                ("comp-evaluate", "roc_curve"): "system.ClassificationMetrics",
+                ("comp-evaluate", "curves"): "system.HTML", ("comp-evaluate", "model_card"): "system.Markdown",
                 ("comp-export", "onnx_model"): "system.Model"}
     for (component, output), title in expected.items():
         assert artifact_type(spec, component, output) == title, (component, output)
@@ -136,7 +138,7 @@ def test_local_run_matches_the_cli_byte_for_byte(tmp_path: Path):
     assert Path(merged).parent.name.startswith("merge-features")
     for name in ("features.npy", "index.csv", "features.json", "params.json"):
         assert (merged / name).read_bytes() == (whole / name).read_bytes(), name
-    for name in ("metrics.json", "predictions.csv"):
+    for name in ("metrics.json", "predictions.csv", "model_card.md"):
         assert (kfp_project / "outputs" / name).read_text() == (cli_project / "outputs" / name).read_text(), name
     assert (kfp_project / "outputs" / "model.onnx").stat().st_size > 0
     assert json.loads((Path(artifacts["onnx_model"]) / "export.json").read_text())["max_abs_diff"] <= 1e-4

@@ -29,7 +29,12 @@ import pytest
 import soundfile as sf
 
 from audioflow.inference import Predictor
-from tests.test_export_inference import exported, model_dir  # noqa: F401  (fixtures: a tiny exported model)
+from tests.test_export_inference import (  # noqa: F401  (fixtures: a tiny exported model, and one calibrated)
+    OPERATING_POINT,
+    calibrated,
+    exported,
+    model_dir,
+)
 
 BIN = Path(sys.executable).parent
 MAX_UPLOAD_MB, MAX_DURATION_S = 1, 20
@@ -87,14 +92,14 @@ def get(port: int, path: str) -> tuple[int, dict]:
 
 
 def post_file(port: int, filename: str, data: bytes, field: str = "file",
-              headers: dict | None = None) -> tuple[int, dict]:
+              headers: dict | None = None, path: str = "/predict") -> tuple[int, dict]:
     """POST one multipart/form-data file, as a browser or curl -F would."""
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
             f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        conn.request("POST", "/predict", body=body, headers={
+        conn.request("POST", path, body=body, headers={
             "Content-Type": f"multipart/form-data; boundary={boundary}", **(headers or {})})
         r = conn.getresponse()
         return r.status, json.loads(r.read() or b"null")
@@ -285,3 +290,30 @@ def test_serve_help_and_a_missing_model(tmp_path: Path):
     p = subprocess.run([str(BIN / "audioflow"), "serve", str(tmp_path / "absent.onnx")], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 2 and "ONNX model not found" in p.stderr
+
+
+def test_the_operating_point_by_default_or_on_request(calibrated: Path, model: Path, tmp_path: Path):  # noqa: F811
+    """/metadata shows the temperature and the operating point; an answer applies the threshold
+    when the service was started with --operating-point or the request asks (?operating_point=)."""
+    data = encoded(chirp(1.3, 4000), 4000, "WAV", "PCM_16")
+    (tmp_path / "c.wav").write_bytes(data)
+    p = Predictor(calibrated)
+    expected = p.operating_point.apply(p.predict_file(tmp_path / "c.wav").probabilities)
+    with running_server(calibrated, "-q") as s:
+        status, meta = get(s["port"], "/metadata")
+        assert meta["temperature"] == 2.0
+        assert meta["operating_point"] == OPERATING_POINT | {"applied_by_default": False}
+        assert "operating_point" not in post_file(s["port"], "c.wav", data)[1]
+        status, body = post_file(s["port"], "c.wav", data, path="/predict?operating_point=true")
+        assert status == 200 and body["operating_point"]["positive"] == expected["positive"]
+        assert body["operating_point"]["score"] == pytest.approx(expected["score"], abs=1e-6)
+    with running_server(calibrated, "-q", "--operating-point") as s:
+        assert "operating_point" in post_file(s["port"], "c.wav", data)[1]
+        assert "operating_point" not in post_file(s["port"], "c.wav", data, path="/predict?operating_point=false")[1]
+    with running_server(model, "-q") as s:  # a model without one: asking is a clear 422
+        status, body = post_file(s["port"], "c.wav", data, path="/predict?operating_point=true")
+        assert status == 422 and "no operating point" in body["detail"]
+        assert get(s["port"], "/metadata")[1]["operating_point"] is None
+    refused = subprocess.run([str(BIN / "audioflow"), "serve", str(model), "--operating-point"], capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2 and "has no operating point" in refused.stderr

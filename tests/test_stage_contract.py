@@ -178,10 +178,12 @@ def test_zenml_step_reads_writes_and_takes_what_the_stage_declares(stage: str):
 
 
 def test_zenml_publish_step_takes_every_published_folder():
+    """And the dataset and split: promotion re-scores the production model on this run's test split."""
     import steps
 
     params = inspect.signature(steps.publish.entrypoint).parameters
-    assert [n for n in params if n != "outputs"] == [s.output for s in STAGES.values() if s.publishes]
+    assert [n for n in params if n != "outputs"] == [s.output for s in STAGES.values() if s.publishes] + \
+        ["dataset", "split"]
 
 
 def _zenml_invocations(tmp_path: Path, monkeypatch, **split) -> dict:

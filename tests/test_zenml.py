@@ -109,16 +109,21 @@ def test_first_run_runs_every_step_and_writes_outputs(project: Project):
     assert rerun(first) == set(STEPS)
     out = project.root / "outputs"
     for name in ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "model.onnx",
-                 "validation_report.json", "predictions.csv"):
+                 "validation_report.json", "predictions.csv", "curves.png", "reliability.png", "model_card.md",
+                 "promotion.json"):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     # Metrics are logged as run metadata and on the registered model version.
     assert first["run_metadata"]["macro_f1"] == pytest.approx(metrics["macro_f1"])
     mv = first["model_version"]
     assert mv is not None and mv["metadata"]["macro_f1"] == pytest.approx(metrics["macro_f1"])
-    assert mv["stage"] == "staging"  # promoted: the quality gate passed
+    # With their intervals, and what the promotion decided (tests/test_promotion.py: both outcomes).
+    assert mv["metadata"]["macro_f1_low"] == pytest.approx(metrics["intervals"]["macro_f1"]["low"])
+    assert mv["stage"] == "production"  # the gate passed, and nothing was in production to compare with
+    assert json.loads((out / "promotion.json").read_text())["promoted"] is True
     # What the dashboard can show.
-    assert {"validation_report", "confusion_matrix", "training_curves"} <= set(first["visualized"])
+    assert {"validation_report", "confusion_matrix", "training_curves", "curves", "model_card"} <= \
+        set(first["visualized"])
     # Each epoch's figures became train-step metadata as training ran (the last epoch's remain).
     train_meta = first["train_metadata"]
     assert train_meta["epoch"] == train_meta["epochs_run"] >= 1, train_meta
