@@ -388,8 +388,7 @@ def plot_curves(curves: dict, path: str | Path, title: str = "Test set") -> None
     for label, e in curves["per_class"].items():
         if "roc" not in e:
             continue
-        roc_ax.plot(e["roc"]["fpr"], e["roc"]["tpr"], drawstyle="steps-post",
-                    label=f"{label} (AUC {e['auc']:.3f})")
+        roc_ax.plot(e["roc"]["fpr"], e["roc"]["tpr"], label=f"{label} (AUC {e['auc']:.3f})")  # ties: diagonal
         pr_ax.plot(e["pr"]["recall"], e["pr"]["precision"], drawstyle="steps-post",
                    label=f"{label} (AP {e['average_precision']:.3f})")
     roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)

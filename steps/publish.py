@@ -1,4 +1,3 @@
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -41,17 +40,14 @@ def _promote(model, evaluation: Path, onnx_model: Path, dataset: Path, split: Pa
     except KeyError:
         production = None
     loaded, info = None, None
-    try:
-        if production is not None:
-            artifact = production.get_artifact("onnx_model")
-            loaded = Path(artifact.load()) if artifact is not None else None  # a copy, ours to remove
-            info = {"version": production.name, **{k: production.run_metadata.get(k)
-                                                   for k in ("test_split_hash", "dataset_fingerprint")}}
-        decision = promotion.decide(cfg, onnx_model / "model.onnx", loaded / "model.onnx" if loaded else None,
-                                    dataset, split, metrics, info)
-    finally:
-        if loaded is not None:
-            shutil.rmtree(loaded, ignore_errors=True)
+    if production is not None:
+        artifact = production.get_artifact("onnx_model")
+        # A copy in a temporary folder that ZenML removes when the step ends.
+        loaded = Path(artifact.load()) if artifact is not None else None
+        info = {"version": production.name, **{k: production.run_metadata.get(k)
+                                               for k in ("test_split_hash", "dataset_fingerprint")}}
+    decision = promotion.decide(cfg, onnx_model / "model.onnx", loaded / "model.onnx" if loaded else None,
+                                dataset, split, metrics, info)
     decision["version"] = str(model.number)
     if decision["promoted"]:
         model.set_stage(ModelStages.PRODUCTION, force=True)
