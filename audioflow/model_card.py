@@ -113,6 +113,8 @@ def render_model_card(*, metrics: dict, serving: dict, evaluate: dict, split_inf
     keys = ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "class_weight", "loss", "sampler",
             "seed", "init_from")
     add("- " + ", ".join(f"`{k}` {train[k]}" for k in keys if train.get(k) is not None))
+    augment = ("shift", "speed", "noise_prob", "noise_snr_db", "gain_db", "freq_mask", "time_mask", "mixup")
+    add("- Augmentation of training batches: " + ", ".join(f"`{k}` {train[k]}" for k in augment if k in train))
     add("- Every parameter is in `artifacts/train/params.json` (and `params.yaml` of the commit)\n")
 
     add("## Performance\n")
