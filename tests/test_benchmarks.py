@@ -136,9 +136,11 @@ def test_train_throughput_smoke(tmp_path: Path):
     out = run_benchmark("train_throughput", "--n-recordings", "60", "--epochs", "1", "--repeats", "1",
                         "--set", "model.cnn.channels=[4,8]", "--set", "validate.min_per_class=3",
                         "--json", result, tmp_path=tmp_path)
-    assert "loop / bare:" in out and "training loop (memmap" in out
+    # The defaults augment on the waveform: the loop cuts windows from the audio store.
+    assert "loop / bare:" in out and "training loop (audio memmap, waveform augmentation" in out
     r = json.loads(result.read_text())
     assert r["benchmark"] == "train_throughput" and len(r["loop_s"]) == len(r["bare_s"]) == 1
+    assert r["waveform_augmentation"] is True
     assert r["n_batches"] >= 1 and r["ratio"] > 0 and all(t > 0 for t in r["loop_s"] + r["bare_s"])
 
 
