@@ -267,7 +267,8 @@ class WaveformBatches:
         pos = first[:, None] + np.arange(span)[None, :]
         inside = (pos >= 0) & (pos < length[:, None])
         flat = self.offset[rows][:, None] + np.clip(pos, 0, np.maximum(length - 1, 0)[:, None])
-        buf = self._gather(flat) * torch.from_numpy(inside).to(self.device)
+        inside_t = torch.from_numpy(inside).to(self.device)  # one host-to-device copy per batch
+        buf = self._gather(flat) * inside_t
 
         # Speed: output sample j reads source position j * factor, linearly interpolated.
         src = torch.arange(w, dtype=torch.float64)[None, :] * factor[:, None]
@@ -275,7 +276,7 @@ class WaveformBatches:
         frac = (src - i0).float().to(self.device)
         i0 = i0.to(self.device)
         x = buf.gather(1, i0) * (1 - frac) + buf.gather(1, i0 + 1) * frac
-        valid = torch.from_numpy(inside).to(self.device).gather(1, i0)
+        valid = inside_t.gather(1, i0)
 
         if cfg.noise_prob:
             x = self._noise(x, valid, u_noise < cfg.noise_prob, u_snr, u_colour, white)
