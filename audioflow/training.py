@@ -264,28 +264,30 @@ class WaveformBatches:
         delay = np.round(u_shift * np.minimum(reach, np.maximum(need - length, 0)))
         first = np.where(long, moved, -delay).astype(np.int64)  # source index of the buffer's sample 0
         span = int(need.max()) + 1
-        pos = first[:, None] + np.arange(span)[None, :]
-        inside = (pos >= 0) & (pos < length[:, None])
-        flat = self.offset[rows][:, None] + np.clip(pos, 0, np.maximum(length - 1, 0)[:, None])
-        inside_t = torch.from_numpy(inside).to(self.device)  # one host-to-device copy per batch
-        buf = self._gather(flat) * inside_t
+        # Only per-window numbers cross to the device; the [b, span] index arithmetic runs where
+        # the store is (on the GPU when it fits there), so no batch-sized index array is copied.
+        at = self.store.device if isinstance(self.store, torch.Tensor) else torch.device("cpu")
+        first_t, length_t, offset_t = (torch.from_numpy(a).to(at) for a in (first, length, self.offset[rows]))
+        pos = first_t[:, None] + torch.arange(span, device=at)[None, :]
+        inside = ((pos >= 0) & (pos < length_t[:, None])).to(self.device)
+        flat = offset_t[:, None] + torch.minimum(pos.clamp(min=0), (length_t - 1).clamp(min=0)[:, None])
+        buf = self._gather(flat) * inside
 
         # Speed: output sample j reads source position j * factor, linearly interpolated.
-        src = torch.arange(w, dtype=torch.float64)[None, :] * factor[:, None]
+        src = torch.arange(w, dtype=torch.float64, device=self.device)[None, :] * factor.to(self.device)[:, None]
         i0 = src.floor().long()
-        frac = (src - i0).float().to(self.device)
-        i0 = i0.to(self.device)
+        frac = (src - i0).float()
         x = buf.gather(1, i0) * (1 - frac) + buf.gather(1, i0 + 1) * frac
-        valid = inside_t.gather(1, i0)
+        valid = inside.gather(1, i0)
 
         if cfg.noise_prob:
             x = self._noise(x, valid, u_noise < cfg.noise_prob, u_snr, u_colour, white)
         return x, valid
 
-    def _gather(self, flat: np.ndarray) -> torch.Tensor:
+    def _gather(self, flat: torch.Tensor) -> torch.Tensor:
         if isinstance(self.store, torch.Tensor):
-            return self.store[torch.from_numpy(flat).to(self.device)].float()
-        return torch.from_numpy(np.asarray(self.store[flat], dtype=np.float32)).to(self.device)
+            return self.store[flat].float()
+        return torch.from_numpy(np.asarray(self.store[flat.numpy()], dtype=np.float32)).to(self.device)
 
     def _noise(self, x: torch.Tensor, valid: torch.Tensor, on: torch.Tensor, u_snr: torch.Tensor,
                u_colour: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
@@ -293,10 +295,10 @@ class WaveformBatches:
         samples, scaled to an SNR against the recording's power in the window."""
         lo, hi = self.cfg.noise_snr_db
         w = x.shape[1]
-        spectrum = torch.fft.rfft(white)
-        k = torch.arange(spectrum.shape[1], dtype=torch.float32).clamp(min=1)
-        beta = 2 * u_colour
-        noise = torch.fft.irfft(spectrum * k[None, :].pow(-beta[:, None] / 2), n=w).to(self.device)
+        spectrum = torch.fft.rfft(white.to(self.device))
+        k = torch.arange(spectrum.shape[1], dtype=torch.float32, device=self.device).clamp(min=1)
+        beta = 2 * u_colour.to(self.device)
+        noise = torch.fft.irfft(spectrum * k[None, :].pow(-beta[:, None] / 2), n=w)
         mask = valid.float()
         count = mask.sum(dim=1).clamp(min=1)
         noise = noise * mask  # unit power over the recording's extent, nothing over the padding
@@ -501,7 +503,8 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
         frozen = epoch < cfg.freeze_epochs
         set_backbone_frozen(model, frozen)
         order = epoch_order(train_rows, train_targets, cfg.sampler, gen)
-        loss_sum, seen = 0.0, 0
+        # Summed on the device: a float() per batch would wait for the GPU at every step.
+        loss_sum, seen = torch.zeros((), dtype=torch.float64, device=device), 0
         te = time.perf_counter()
         for i in range(0, len(order), cfg.batch_size):
             rows = order[i : i + cfg.batch_size]
@@ -528,9 +531,10 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            loss_sum += float(loss.detach()) * len(rows)
+            loss_sum += loss.detach().double() * len(rows)
             seen += len(rows)
 
+        train_loss = float(loss_sum) / max(seen, 1)  # waits for the device's last batch
         train_seconds = time.perf_counter() - te  # the batches alone, without validation
         val_sorted = np.sort(val_rows)
         val_logits = predict_rows(model, arr, val_sorted, device)
@@ -538,7 +542,7 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
         per_file = aggregate_files(features, val_sorted, val_logits)
         m = classification_metrics(per_file["actual"].map(label_pos).to_numpy(),
                                    per_file["predicted"].map(label_pos).to_numpy(), labels)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss,
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                "val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
                "val_macro_f1": m["macro_f1"], "lr": optimizer.param_groups[-1]["lr"],
                "backbone_frozen": frozen,

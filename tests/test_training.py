@@ -354,8 +354,9 @@ def _ramp_features(tmp_path: Path, monkeypatch, lengths_s=(2.3, 0.3), window_s=1
         (root / f"c{k}").mkdir(parents=True)
         sf.write(str(root / f"c{k}/r.wav"), (0.1 + 0.8 * np.arange(n) / n).astype(np.float32), 8000, subtype="FLOAT")
     ds = ingest(DataConfig(root=str(root), manifest=None), progress=False)
-    return featurize(ds, FeaturesConfig(sample_rate=8000, window_s=window_s, n_mels=16), tmp_path / "f",
-                     progress=False)
+    # On the CPU, like the batches below: a GPU's kernels need not match the CPU's to the last bit.
+    return featurize(ds, FeaturesConfig(sample_rate=8000, window_s=window_s, n_mels=16, device="cpu"),
+                     tmp_path / "f", progress=False)
 
 
 def _waveform_batches(feats, **aug):
