@@ -50,6 +50,7 @@ lint: setup  ## ruff, and hadolint on the Dockerfiles
 # the demo pipeline in a temporary project (~3 min on 2 cores), per-stage costs on FSDD, then
 # PyTorch eager vs ONNX Runtime FP32/INT8 and the HTTP service (~2 min), then the exported
 # front-end three ways (~30 s), the training loop against bare forward/backward (~3 min),
+# training with AMP against fp32 (on a GPU; on a CPU only a check that it runs, ~2 min),
 # then accuracy on FSDD with the defaults: the official split and leave one speaker out,
 # 6 folds + the final model (~40 min on 2 cores; skips without FSDD).
 bench: setup  ## every benchmark in benchmarks/, ~50 min (see docs/BENCHMARKS.md)
@@ -59,6 +60,7 @@ bench: setup  ## every benchmark in benchmarks/, ~50 min (see docs/BENCHMARKS.md
 	$(RUN) python -m benchmarks.inference_speed
 	$(RUN) python -m benchmarks.front_end
 	$(RUN) python -m benchmarks.train_throughput
+	$(RUN) python -m benchmarks.train_amp
 	$(RUN) python -m benchmarks.fsdd_accuracy
 
 clean:  ## remove generated data, artifacts and outputs (not the environment)

@@ -144,6 +144,19 @@ def test_train_throughput_smoke(tmp_path: Path):
     assert r["n_batches"] >= 1 and r["ratio"] > 0 and all(t > 0 for t in r["loop_s"] + r["bare_s"])
 
 
+def test_train_amp_smoke(tmp_path: Path):
+    """On a machine without CUDA it trains on the CPU, where AMP is off: only the script is checked."""
+    result = tmp_path / "amp.json"
+    out = run_benchmark("train_amp", "--n-recordings", "60", "--epochs", "2", "--repeats", "1",
+                        "--set", "model.cnn.channels=[4,8]", "--set", "validate.min_per_class=3",
+                        "--json", result, tmp_path=tmp_path)
+    assert "AMP / fp32:" in out
+    r = json.loads(result.read_text())
+    assert r["benchmark"] == "train_amp" and set(r["seconds_per_epoch"]) == {"fp32", "amp"}
+    assert all(len(s) == 1 and s[0] > 0 for s in r["seconds_per_epoch"].values())  # epoch 1 is not counted
+    assert r["ratio_vs_fp32"]["fp32"] == 1.0 and r["ratio_vs_fp32"]["amp"] > 0
+
+
 def test_every_benchmark_has_a_smoke_run_and_is_in_make_bench():
     modules = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__"}
     smoke = {name.removeprefix("test_").removesuffix("_smoke") for name in globals()
