@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from zenml.config.cache_policy import CachePolicy
 from zenml.materializers.base_materializer import BaseMaterializer
 from zenml.types import HTMLString
 
@@ -32,6 +33,37 @@ def data_fingerprint() -> str:
     from audioflow.manifest import ingest as _ingest
 
     return _ingest(load_params(params_file()).data, progress=False).fingerprint
+
+
+def _code_key(stage: str, *more):
+    """A ZenML cache function for ``stage``: the digest of the audioflow files it runs
+    (``audioflow.code_deps.code_hash``, the files dvc.yaml lists), then each of ``more``."""
+
+    def key() -> str:
+        from audioflow.code_deps import code_hash
+
+        return ":".join([code_hash(stage), *(f() for f in more)])
+
+    key.__name__ = key.__qualname__ = f"{stage}_code"
+    return key
+
+
+# ZenML hashes a step's own function, not the library it calls: these put the stage's code in
+# the key, so a new or fixed audioflow reruns what it changes, as `dvc repro` does.
+ingest_code = _code_key("ingest", data_fingerprint)  # and the recordings' content
+validate_code = _code_key("validate")
+featurize_code = _code_key("featurize")
+split_code = _code_key("split")
+train_fold_code = _code_key("train_fold")
+evaluate_fold_code = _code_key("evaluate_fold")
+train_code = _code_key("train")
+evaluate_code = _code_key("evaluate")
+export_code = _code_key("export")
+
+
+def code_policy(stage: str) -> CachePolicy:
+    """The cache policy of a stage's step: ZenML's default key plus ``<stage>_code()``."""
+    return CachePolicy(cache_func=f"steps._common.{stage}_code")
 
 
 def live_metadata(row: dict) -> None:

@@ -6,10 +6,10 @@ from zenml import get_step_context, log_metadata, step
 from zenml.types import HTMLString, MarkdownString
 
 from audioflow import stages
-from steps._common import params, png_html, stage_dir
+from steps._common import code_policy, params, png_html, stage_dir
 
 
-@step
+@step(cache_policy=code_policy("evaluate"))
 def evaluate(features: Path, split: Path, trained_model: Path, evaluate_cfg: dict[str, Any],
              fold_evaluations: list[Path] = []) -> tuple[  # noqa: B006 (ZenML: a list of artifacts, or none)
     Annotated[Path, "evaluation"], Annotated[dict, "metrics"], Annotated[HTMLString, "confusion_matrix"],

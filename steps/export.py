@@ -4,10 +4,10 @@ from typing import Annotated, Any
 from zenml import log_metadata, step
 
 from audioflow import stages
-from steps._common import params, stage_dir
+from steps._common import code_policy, params, stage_dir
 
 
-@step
+@step(cache_policy=code_policy("export"))
 def export(trained_model: Path, dataset: Path, split: Path, evaluation: Path,
            export_cfg: dict[str, Any]) -> Annotated[Path, "onnx_model"]:
     """ONNX (waveform in, logits / temperature out), checked against PyTorch with ONNX Runtime on

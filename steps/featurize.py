@@ -4,10 +4,10 @@ from typing import Annotated, Any
 from zenml import log_metadata, step
 
 from audioflow import stages
-from steps._common import params, stage_dir
+from steps._common import code_policy, params, stage_dir
 
 
-@step
+@step(cache_policy=code_policy("featurize"))
 def featurize(dataset: Path, validation: Path, features_cfg: dict[str, Any]) -> Annotated[Path, "features"]:
     """Log-mel windows of the recordings validation passed, as a .npy memmap + index (a folder
     artifact, no pickle)."""

@@ -10,10 +10,10 @@ from zenml.types import HTMLString
 
 from audioflow import stages
 from audioflow.split import fold_dir
-from steps._common import live_metadata, params, png_html, stage_dir, stored_checkpoint
+from steps._common import code_policy, live_metadata, params, png_html, stage_dir, stored_checkpoint
 
 
-@step
+@step(cache_policy=code_policy("train_fold"))
 def train_fold(features: Path, split: Path, model_cfg: dict[str, Any], train_cfg: dict[str, Any],
                fold: str) -> tuple[Annotated[Path, "fold_model"], Annotated[HTMLString, "fold_training_curves"]]:
     """Train the model of one fold (tested on that fold, trained on the others); resumable like ``train``."""
@@ -27,7 +27,7 @@ def train_fold(features: Path, split: Path, model_cfg: dict[str, Any], train_cfg
     return out, png_html(out / "training_curves.png", f"Training curves, fold {fold}")
 
 
-@step
+@step(cache_policy=code_policy("evaluate_fold"))
 def evaluate_fold(features: Path, split: Path, fold_model: Path, evaluate_cfg: dict[str, Any],
                   fold: str) -> Annotated[Path, "fold_evaluation"]:
     """One fold's model on the recordings of that fold (the mean over folds is ``evaluate``'s)."""

@@ -5,10 +5,10 @@ from zenml import log_metadata, step
 
 from audioflow import split as split_lib
 from audioflow import stages
-from steps._common import params, stage_dir
+from steps._common import code_policy, params, stage_dir
 
 
-@step
+@step(cache_policy=code_policy("split"))
 def split(dataset: Path, validation: Path, data_cfg: dict[str, Any],
           split_cfg: dict[str, Any]) -> Annotated[Path, "split"]:
     """Stratified, group-aware train/val/test assignment of the recordings validation passed."""

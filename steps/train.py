@@ -6,10 +6,10 @@ from zenml import log_metadata, step
 from zenml.types import HTMLString
 
 from audioflow import stages
-from steps._common import live_metadata, params, png_html, stage_dir, stored_checkpoint
+from steps._common import code_policy, live_metadata, params, png_html, stage_dir, stored_checkpoint
 
 
-@step
+@step(cache_policy=code_policy("train"))
 def train(features: Path, split: Path, model_cfg: dict[str, Any], train_cfg: dict[str, Any]) -> tuple[
     Annotated[Path, "trained_model"], Annotated[HTMLString, "training_curves"]
 ]:

@@ -5,10 +5,10 @@ from zenml import log_metadata, step
 from zenml.types import HTMLString
 
 from audioflow import stages
-from steps._common import params, stage_dir
+from steps._common import code_policy, params, stage_dir
 
 
-@step
+@step(cache_policy=code_policy("validate"))
 def validate(dataset: Path, validate_cfg: dict[str, Any]) -> tuple[
     Annotated[Path, "validation"], Annotated[HTMLString, "validation_report"],
 ]:

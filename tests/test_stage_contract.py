@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from audioflow.code_deps import ROOT, stage_files
 from audioflow.config import Params
 from audioflow.stages import PRODUCER, STAGES, Layout
-from tests.stage_imports import ROOT, stage_files
 
 _DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 LAYOUT = Layout()
@@ -175,6 +175,21 @@ def test_zenml_step_reads_writes_and_takes_what_the_stage_declares(stage: str):
     assert [n for n in params if n.endswith("_cfg")] == [f"{section}_cfg" for section in s.sections]
     assert all(n in params for n in extra)
     assert _step_outputs(fn)[0] == s.output
+
+
+def test_zenml_steps_key_their_cache_on_their_stage_code():
+    """Every cached step's key holds the digest of exactly the files dvc.yaml lists for its stage
+    (tests/test_zenml.py: a changed file reruns those steps in a real store)."""
+    import steps
+    from audioflow.code_deps import code_hash
+    from steps import _common
+
+    for name in STAGES:
+        policy = getattr(steps, name).configuration.cache_policy
+        assert policy.cache_func.module == "steps._common", name
+        assert getattr(_common, policy.cache_func.attribute)().split(":")[0] == code_hash(name), name
+    assert len({code_hash(name) for name in STAGES}) > 5  # not one digest for everything
+    assert steps.publish.configuration.enable_cache is False
 
 
 def test_zenml_publish_step_takes_every_published_folder():

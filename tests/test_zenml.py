@@ -54,6 +54,7 @@ class Project:
             "ZENML_ANALYTICS_OPT_IN": "false",
             "ZENML_ENABLE_RICH_TRACEBACK": "false",
             "AUDIOFLOW_PARAMS": str(root / "params.yaml"),
+            "PYTHONPATH": str(root),
             # Every temporary file of a run lands here, so a test can see what outlived it.
             "TMPDIR": str(root / "tmp"),
         }
@@ -90,7 +91,8 @@ def project(tmp_path_factory) -> Project:
     from audioflow.demo import write_demo_dataset
 
     root = tmp_path_factory.mktemp("zenml-project")
-    for d in ("steps", "pipelines", "configs"):
+    # audioflow too, imported from here (PYTHONPATH), so a test can change the library's code.
+    for d in ("steps", "pipelines", "configs", "audioflow"):
         shutil.copytree(ROOT / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copyfile(ROOT / "params.yaml", root / "params.yaml")
     write_demo_dataset(root / "data", n_recordings=60, seed=5, min_s=2.0, max_s=3.0, progress=False)
@@ -152,6 +154,21 @@ def test_featurize_parameter_reruns_featurize_and_after(project: Project):
     project.set_param("features.n_mels", 32)
     last = project.run()
     assert rerun(last) == {"featurize", "train", "evaluate", "export", "publish"}
+
+
+def test_changed_library_code_reruns_the_stages_that_run_it(project: Project):
+    """ZenML hashes a step's own function, not the audioflow code it calls; each step's cache
+    key also holds its stage's files (audioflow.code_deps, what dvc.yaml lists), so a fix in
+    features.py reruns featurize and every stage that imports it, and nothing else."""
+    import audioflow
+
+    assert project.sh(sys.executable, "-c", "import audioflow; print(audioflow.__file__)").stdout.strip() == \
+        str(project.root / "audioflow" / "__init__.py") != audioflow.__file__  # the project's copy runs
+    features = project.root / "audioflow" / "features.py"
+    features.write_text(features.read_text() + "\n# a fix\n")
+    last = project.run()
+    assert rerun(last) == {"featurize", "train", "evaluate", "export", "publish"}
+    assert project.run()["steps"]["featurize"] == "cached"  # and the new key is stable
 
 
 def change_recordings(data: Path, change: str) -> None:

@@ -2,18 +2,22 @@
 
 A stage is a function in ``audioflow/stages.py``. It runs what its body imports, what the
 helpers of ``stages.py`` that it calls import, and, transitively, everything those modules
-import (at module level or inside functions: conservative). ``dvc.yaml`` must list exactly
-these files as the stage's code dependencies.
+import (at module level or inside functions: conservative). ``dvc.yaml`` lists exactly these
+files as the stage's code dependencies (tests/test_stage_contract.py compares), and the ZenML
+steps put ``code_hash(stage)`` in their cache keys: ZenML hashes a step's own function only,
+so without it a new audioflow (a new feature file, a fixed bug) would be served stale results
+from the cache.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PKG = ROOT / "audioflow"
+PKG = Path(__file__).resolve().parent
+ROOT = PKG.parent
 
 
 def _module_file(name: str) -> Path | None:
@@ -106,10 +110,17 @@ def stage_files(stage: str) -> set[Path]:
     return {p for p in out if not any(f in p.parents for f in folders)}
 
 
-if __name__ == "__main__":
-    import sys
+@cache
+def code_hash(stage: str) -> str:
+    """A digest of the stage's source files (their paths inside the package and their bytes)."""
+    h = hashlib.sha256()
+    for target in sorted(stage_files(stage)):
+        for f in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
+            h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
-    sys.path.insert(0, str(ROOT))
+
+if __name__ == "__main__":  # python -m audioflow.code_deps: each stage's files, as dvc.yaml lists them
     from audioflow.stages import PARAMS
 
     for stage in PARAMS:
