@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -147,17 +147,16 @@ class FeaturesError(AudioflowError, ValueError):
 
 
 @contextmanager
-def scratch_compiler_cache() -> Iterator[None]:
+def scratch_compiler_cache(compiling: bool = False) -> Iterator[None]:
     """Point torch's compiler cache at a temporary folder that goes when the block ends.
 
-    Importing ``torch._dynamo`` (the first optimizer step, any export) creates
-    ``$TMPDIR/torchinductor_<user>`` and leaves it behind; nothing here needs a compiler cache
-    that outlives the run.
+    ``torch.compile``'s precompiled headers ignore that setting: they go to the default folder,
+    ``$TMPDIR/torchinductor_<user>``, shared by every process of the user. A block that compiles
+    (``compiling``) removes that folder afterwards if it did not exist before; any other block
+    removes it only if it is empty, never while another process's compile may be using it.
     """
     key = "TORCHINDUCTOR_CACHE_DIR"
     before = os.environ.get(key)
-    # torch.compile's precompiled headers ignore that variable: they go to the default folder,
-    # $TMPDIR/torchinductor_<user>. Remove it afterwards if this block made it.
     import getpass
 
     default = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
@@ -171,8 +170,11 @@ def scratch_compiler_cache() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = before
-            if not existed:
+            if not existed and compiling:
                 shutil.rmtree(default, ignore_errors=True)
+            elif not existed:
+                with suppress(OSError):
+                    default.rmdir()  # only if empty
 
 
 def pick_device(name: str) -> torch.device:

@@ -404,7 +404,7 @@ def train(
     gets every epoch's figures (the ``history.csv`` row) as soon as they exist, for live
     progress; a resumed run first replays the epochs before the crash.
     """
-    with scratch_compiler_cache():
+    with scratch_compiler_cache(compiling=params.train.compile):
         return _train(features, split_table, params, Path(out_dir), progress, resume, on_checkpoint, on_epoch)
 
 

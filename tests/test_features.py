@@ -224,3 +224,34 @@ def test_auto_window_is_resolved_and_recorded(tone_dataset, tmp_path):
     assert feats.spec.window_samples == round(chosen * feats.spec.sample_rate)  # in the spec the model carries
     with pytest.raises(ValueError, match="auto: resolve it"):
         FeatureSpec.resolve(FeaturesConfig(), 4000)
+
+
+def test_scratch_compiler_cache_never_removes_headers_another_run_is_using(tmp_path: Path, monkeypatch):
+    """torch.compile's precompiled headers live in $TMPDIR/torchinductor_<user>, shared by every
+    process: a block that does not compile leaves them to the run that made them (removing them
+    broke a concurrent compile: "precompiled_headers/....h: No such file or directory")."""
+    import getpass
+    import shutil
+    import tempfile
+
+    from audioflow.features import scratch_compiler_cache
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    default = tmp_path / f"torchinductor_{getpass.getuser()}"
+    header = default / "precompiled_headers" / "h.gch"
+    with scratch_compiler_cache():
+        header.parent.mkdir(parents=True)  # another process compiles meanwhile
+        header.write_bytes(b"pch")
+    assert header.read_bytes() == b"pch"
+    shutil.rmtree(default)
+    with scratch_compiler_cache():
+        default.mkdir()  # an empty folder (an import's) does not outlive the block
+    assert not default.exists()
+    with scratch_compiler_cache(compiling=True):
+        header.parent.mkdir(parents=True)  # this block compiled: its headers go with it
+        header.write_bytes(b"pch")
+    assert not default.exists()
+    header.parent.mkdir(parents=True)
+    with scratch_compiler_cache(compiling=True):
+        pass
+    assert header.parent.exists()  # it was there before the block: not this block's to remove
