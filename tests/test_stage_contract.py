@@ -177,13 +177,20 @@ def test_zenml_step_reads_writes_and_takes_what_the_stage_declares(stage: str):
     assert _step_outputs(fn)[0] == s.output
 
 
-def test_zenml_steps_key_their_cache_on_their_stage_code():
+def test_zenml_steps_key_their_cache_on_their_stage_code(tmp_path: Path, monkeypatch):
     """Every cached step's key holds the digest of exactly the files dvc.yaml lists for its stage
     (tests/test_zenml.py: a changed file reruns those steps in a real store)."""
     import steps
     from audioflow.code_deps import code_hash
+    from audioflow.demo import write_demo_dataset
     from steps import _common
 
+    # ingest's key also fingerprints the recordings: give it some.
+    write_demo_dataset(tmp_path / "data", n_recordings=12, progress=False)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["root"] = str(tmp_path / "data")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv(_common.PARAMS_ENV, str(tmp_path / "params.yaml"))
     for name in STAGES:
         policy = getattr(steps, name).configuration.cache_policy
         assert policy.cache_func.module == "steps._common", name
