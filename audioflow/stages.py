@@ -111,17 +111,31 @@ PRODUCER: dict[str, Stage] = {s.output: s for s in STAGES.values()}  # artifact 
 PARAMS: dict[str, tuple[str, ...]] = {s.name: s.sections for s in STAGES.values()}
 
 
-def sections_json(params: Params, stage: str) -> str:
-    """The params.yaml sections ``stage`` reads, as JSON: what an orchestrator hands the stage."""
+CODE_KEY = "audioflow_code"  # in sections_json(code=True): the digest of the stage's code, for cache keys
+
+
+def sections_json(params: Params, stage: str, code: bool = False) -> str:
+    """The params.yaml sections ``stage`` reads, as JSON: what an orchestrator hands the stage.
+
+    ``code`` adds the digest of the audioflow files the stage runs (``code_deps.code_hash``), so
+    an orchestrator that keys its cache on a step's inputs (KFP) reruns the stage when its code
+    changes, even under the same image tag."""
     d = params.to_dict()
-    return json.dumps({k: d[k] for k in PARAMS[stage]}, sort_keys=True)
+    out = {k: d[k] for k in PARAMS[stage]}
+    if code:
+        from audioflow.code_deps import code_hash
+
+        out[CODE_KEY] = code_hash(stage)
+    return json.dumps(out, sort_keys=True)
 
 
 def params_from_json(sections: str) -> Params:
     """Params from ``sections_json`` (the sections not given keep their defaults)."""
     from audioflow.config import params_from_dict
 
-    return params_from_dict(json.loads(sections), source="stage parameters")
+    d = json.loads(sections)
+    d.pop(CODE_KEY, None)
+    return params_from_dict(d, source="stage parameters")
 
 
 @dataclass(frozen=True)

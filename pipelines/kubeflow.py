@@ -88,7 +88,9 @@ def configure(params_yaml: str, overrides: dict, data_root: str) -> NamedTuple(
     "Sections", [("ingest", str), ("validate", str), ("featurize", str), ("split", str),
                  ("train", str), ("evaluate", str), ("export", str)]
 ):
-    """The params.yaml sections each stage reads, with the run's overrides and data root."""
+    """The params.yaml sections each stage reads, with the run's overrides and data root, and
+    the digest of the code each stage runs in this image (never cached, so a rebuilt image
+    under the same tag reruns exactly the stages whose code changed)."""
     from collections import namedtuple
 
     from audioflow import stages
@@ -96,7 +98,7 @@ def configure(params_yaml: str, overrides: dict, data_root: str) -> NamedTuple(
 
     params = params_from_yaml(params_yaml, dict(overrides or {}, **{"data.root": data_root}))
     names = [name for name, stage in stages.STAGES.items() if not stage.per_fold]
-    return namedtuple("Sections", names)(*(stages.sections_json(params, s) for s in names))
+    return namedtuple("Sections", names)(*(stages.sections_json(params, s, code=True) for s in names))
 
 
 def ingest(sections: str, dataset: Output[Dataset]):
@@ -254,7 +256,7 @@ def build_pipeline(params: Params, settings: KfpSettings):
                            ) -> NamedTuple("Outputs", [("features", Dataset), ("evaluation", Dataset),
                                                        ("onnx_model", Model)]):
         sections = step("configure", "configure", params_yaml=params_yaml, overrides=overrides,
-                        data_root=data_root).outputs
+                        data_root=data_root).set_caching_options(False).outputs
         made, producer = {}, {}  # artifact name -> task output / task
         extra = {"train": {"checkpoint_root": checkpoint_root, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}}
         for stage in (s for s in STAGES.values() if not s.per_fold):

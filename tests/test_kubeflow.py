@@ -98,7 +98,8 @@ def test_images_artifact_types_and_resources(compiled):
 def test_caching_retries_and_s3_secret(compiled):
     spec, platform = compiled
     for name, task in spec.root.dag.tasks.items():
-        assert task.caching_options.enable_cache, name
+        # configure runs every time: it reads the code digests in the image (next test)
+        assert task.caching_options.enable_cache == (name != "configure"), name
         assert task.retry_policy.max_retry_count == 2, name
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert set(executors) == set(spec.deployment_spec.fields["executors"].struct_value.fields)
@@ -183,6 +184,23 @@ def test_each_component_gets_its_own_stage_sections(compiled):
         source = task.inputs.parameters["sections"].task_output_parameter
         stage = _stage_of(name)
         assert (source.producer_task, source.output_parameter_key) == ("configure", stage), name
+
+
+def test_sections_carry_the_code_each_stage_runs():
+    """KFP keys its cache on a task's inputs: each stage's sections hold the digest of the
+    audioflow files it runs (what dvc.yaml lists), computed by configure inside the image, so a
+    rebuilt image under the same tag reruns what changed. The stages themselves ignore it."""
+    from audioflow import stages
+    from audioflow.code_deps import code_hash
+    from audioflow.config import load_params
+    from pipelines.kubeflow import configure
+
+    params = load_params(ROOT / "params.yaml")
+    out = configure(json.dumps(params.to_dict()), {}, "data")._asdict()
+    for name, sections in out.items():
+        assert json.loads(sections)[stages.CODE_KEY] == code_hash(name), name
+        assert stages.sections_json(stages.params_from_json(sections), name) == stages.sections_json(params, name)
+    assert out["featurize"] != out["split"]
 
 
 def test_kfold_is_refused_with_a_message(tmp_path: Path):
