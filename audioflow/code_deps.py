@@ -55,29 +55,32 @@ def _imports(node: ast.AST, package: str) -> set[Path]:
 
 
 def _package_of(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    else:
-        parts = parts[:-1]
-    return ".".join(parts)
+    """The package a module file belongs to (what its relative imports start from)."""
+    return ".".join(path.relative_to(ROOT).parts[:-1])
+
+
+def _reachable(start, neighbours) -> set:
+    """``start`` and everything ``neighbours`` leads to from it, transitively."""
+    seen: set = set()
+    todo = [start]
+    while todo:
+        t = todo.pop()
+        if t not in seen:
+            seen.add(t)
+            todo.extend(neighbours(t))
+    return seen
+
+
+def _file_imports(target: Path) -> set[Path]:
+    """What a module file, or every module of a package folder, imports from audioflow."""
+    files = sorted(target.glob("*.py")) if target.is_dir() else [target]
+    return set().union(*(_imports(ast.parse(f.read_text()), _package_of(f)) for f in files))
 
 
 @cache
 def _closure(target: Path) -> frozenset[Path]:
     """``target`` (a file or package folder) and every audioflow file it imports, transitively."""
-    seen: set[Path] = set()
-    todo = [target]
-    while todo:
-        t = todo.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        files = sorted(t.glob("*.py")) if t.is_dir() else [t]
-        for f in files:
-            todo.extend(_imports(ast.parse(f.read_text()), _package_of(f)) - seen)
-    return frozenset(seen)
+    return frozenset(_reachable(target, _file_imports))
 
 
 def stage_files(stage: str) -> set[Path]:
@@ -89,16 +92,9 @@ def stage_files(stage: str) -> set[Path]:
     for n in tree.body:
         if isinstance(n, ast.Import | ast.ImportFrom):
             module_level |= _imports(n, "audioflow")
-    used: set[str] = set()
-    todo = [stage]
-    while todo:
-        name = todo.pop()
-        if name in used:
-            continue
-        used.add(name)
-        for call in ast.walk(funcs[name]):
-            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in funcs:
-                todo.append(call.func.id)
+    # The stage function and the helpers of stages.py it calls, transitively.
+    used = _reachable(stage, lambda name: [c.func.id for c in ast.walk(funcs[name]) if isinstance(c, ast.Call)
+                                           and isinstance(c.func, ast.Name) and c.func.id in funcs])
     direct = set(module_level)
     for name in used:
         direct |= _imports(funcs[name], "audioflow")
