@@ -21,6 +21,9 @@ from audioflow.models import create_model
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
+# Inside a trained model folder: the epoch chosen on val, trained on the train split alone (with
+# train.refit the folder's own weights trained again on train + val; without, the same weights).
+SELECTED = "selected"
 
 
 @dataclass(frozen=True)

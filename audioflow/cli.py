@@ -89,7 +89,9 @@ DONE = {
                                f"({f.spec.n_mels}x{f.spec.n_frames} log-mel) at {f.spec.sample_rate} Hz"),
     "split": lambda table, lay: str(_split_counts(table)) if not _kfold(lay) else _folds_line(table),
     "train": lambda r, _: (f"best epoch {r.best_epoch}, val {r.monitor} {r.best_metric:.4f}, "
-                        f"{len(r.history)} epochs in {r.seconds:.1f}s on {r.device}"
+                        f"{len(r.history)} epochs"
+                        + (f", then {len(r.refit_history)} on train + val" if r.refit_history else "")
+                        + f" in {r.seconds:.1f}s on {r.device}"
                         + (f" (resumed after epoch {r.resumed_from_epoch})" if r.resumed_from_epoch else "")),
     "evaluate": lambda m, _: (f"test accuracy {m['accuracy']:.4f}{_ci(m, 'accuracy')}, macro-F1 "
                               f"{m['macro_f1']:.4f}{_ci(m, 'macro_f1')} on {m['n']} recordings"

@@ -115,6 +115,10 @@ def render_model_card(*, metrics: dict, serving: dict, evaluate: dict, split_inf
     add("- " + ", ".join(f"`{k}` {train[k]}" for k in keys if train.get(k) is not None))
     augment = ("shift", "speed", "noise_prob", "noise_snr_db", "gain_db", "freq_mask", "time_mask", "mixup")
     add("- Augmentation of training batches: " + ", ".join(f"`{k}` {train[k]}" for k in augment if k in train))
+    if train.get("refit"):
+        add("- The epoch was chosen on the validation part; the model was then trained again, from the start, on "
+            "train + validation for that many epochs (`train.refit`). Calibration and the threshold come from "
+            "the chosen model, which never heard the validation recordings")
     add("- Every parameter is in `artifacts/train/params.json` (and `params.yaml` of the commit)\n")
 
     add("## Performance\n")

@@ -415,9 +415,19 @@ def _window_logits(model, feats, table, part: str):
     return rows, predict_rows(model, feats.array, rows, device=next(model.parameters()).device)
 
 
+def selected_model(trained_model: Path):
+    """The model chosen on val (``checkpoint.SELECTED``): trained on the train split alone, so its
+    val predictions are held out even when the exported model was refit on train + val."""
+    from audioflow.checkpoint import SELECTED, load_model
+
+    return load_model(trained_model / "model" / SELECTED)[0]
+
+
 def _serving(params: Params, feats, table, model) -> dict:
     """What the exported model carries from validation: the temperature (``evaluate.calibrate``)
-    and the operating point (``evaluate.positive_labels``), both set on the val recordings."""
+    and the operating point (``evaluate.positive_labels``), both set on the val recordings by
+    ``model``, the one chosen there (``selected_model``; with ``train.refit`` the exported
+    model, trained again on train + val for as many epochs, takes them over)."""
     from audioflow import reliability
     from audioflow.evaluation import aggregate_files
 
@@ -463,7 +473,7 @@ def _score(params: Params, features: Path, split: Path, trained_model: Path, tmp
     feats = Features.load(features)
     table = _split.load(split)
     model, meta = load_model(trained_model / "model")
-    serving = _serving(params, feats, table, model)
+    serving = _serving(params, feats, table, selected_model(trained_model))
     rows, logits = _window_logits(model, feats, table, "test")
     t = serving["temperature"]
     preds, raw = aggregate_files(feats, rows, logits / t), aggregate_files(feats, rows, logits)
@@ -500,14 +510,13 @@ def _cross_validation(params: Params, features: Path, split: Path, trained_model
 
     from audioflow import reliability
     from audioflow import split as _split
-    from audioflow.checkpoint import load_model
     from audioflow.evaluation import cross_validation_report
     from audioflow.features import Features
 
     table = _split.load(split)
     metrics = cross_validation_report(folds, tmp, extra={"split": _split.summary(table)["counts"]})
     feats = Features.load(features)
-    serving = _serving(params, feats, table, load_model(trained_model / "model")[0])
+    serving = _serving(params, feats, table, selected_model(trained_model))
     read = {"dtype": {"path": str, "actual": str, "predicted": str}, "keep_default_na": False}
     pooled = pd.read_csv(tmp / "predictions.csv", **read)
     raw = pd.concat([pd.read_csv(f / "predictions_uncalibrated.csv", **read) for f in folds.values()],

@@ -1,9 +1,13 @@
 """The training loop: AdamW, warm-up + cosine, clipping, AMP on CUDA, early stop, resume.
 
-The best model (by the monitored validation metric) is saved as safetensors + JSON. After
-every epoch the full state goes to ``checkpoint/last.pt``, so a crash resumes where it stopped;
-it carries the best weights too, so the checkpoint alone resumes (a fresh pod, or DVC, which
-removes ``model/`` before it reruns the stage).
+The best epoch (by the monitored validation metric) is chosen; with ``train.refit`` (the
+default) a second pass trains afresh on train + val for that many epochs. ``model/`` holds the
+model that is exported (safetensors + JSON): the refit one, or without refit the chosen one;
+``model/selected/`` the chosen one, which never heard val, for evaluate to calibrate on. After
+every epoch of either pass the full state goes to ``checkpoint/last.pt``, so a crash resumes
+where it stopped; it carries the chosen weights too, so the checkpoint alone resumes (a fresh
+pod, or DVC, which removes the stage's outputs before it reruns it). The model folder is
+written when training ends.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audioflow.checkpoint import META, WEIGHTS, ModelMeta, save_model
+from audioflow.checkpoint import META, SELECTED, WEIGHTS, ModelMeta, save_model
 from audioflow.config import Params
 from audioflow.errors import AudioflowError
 from audioflow.evaluation import aggregate_files, classification_metrics, predict_rows, rows_for
@@ -45,6 +49,8 @@ class TrainResult:
     resumed_from_epoch: int = 0
     device: str = "cpu"
     seconds: float = 0.0
+    refit_history: list[dict] = field(default_factory=list)  # train.refit: its epochs on train + val
+    refit_windows: int = 0
 
     def summary(self) -> dict:
         return {
@@ -52,7 +58,10 @@ class TrainResult:
             "best_val_" + self.monitor: self.best_metric,
             "epochs_run": len(self.history),
             "stopped_early": self.stopped_early,
-            "resumed_from_epoch": self.resumed_from_epoch,
+            # train.refit: the exported model trained again on train + val for best_epoch epochs
+            "refit_epochs": len(self.refit_history),
+            "refit_windows": self.refit_windows,
+            "resumed_from_epoch": self.resumed_from_epoch,  # epochs done before a crash (both passes)
             "device": self.device,
             "seconds": round(self.seconds, 2),
         }
@@ -408,6 +417,123 @@ def train(
         return _train(features, split_table, params, Path(out_dir), progress, resume, on_checkpoint, on_epoch)
 
 
+@dataclass
+class _Fit:
+    """One training pass: the model and everything that updates it, seeded afresh."""
+
+    model: nn.Module
+    forward: Callable
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    gen: torch.Generator
+    batches: Callable
+    weight: torch.Tensor | None
+    rows: np.ndarray
+    use_amp: bool
+    amp_dtype: torch.dtype
+
+    def state(self, device: torch.device) -> dict:
+        """What a checkpoint needs to continue this pass exactly."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "generator": self.gen.get_state(), **rng_state(device)}
+
+    def restore(self, state: dict, device: torch.device) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.gen.set_state(state["generator"])
+        restore_rng_state(state, device)
+
+
+def _start(features: Features, params: Params, meta: ModelMeta, rows: np.ndarray, targets: torch.Tensor,
+           device: torch.device, progress: bool) -> _Fit:
+    """A fresh model (or ``train.init_from``'s weights), normalized on ``rows``, with its
+    optimizer, warm-up + cosine schedule over ``train.epochs`` and random generator."""
+    from tqdm import tqdm
+
+    cfg = params.train
+    seed_everything(cfg.seed)
+    model = meta.build()
+    if cfg.init_from:
+        state, same_labels = init_state(cfg.init_from, meta, model)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and all(k in ("mel_mean", "mel_std") or model.is_classifier(k) for k in missing), \
+            (missing, unexpected)
+        if progress:
+            tqdm.write(f"train: starting from {cfg.init_from}" + ("" if same_labels else " with a new classifier "
+                       f"for {len(meta.labels)} labels"))
+    mean, std = mel_statistics(features.array, rows)
+    model.set_normalization(mean, std)
+    batches = WaveformBatches(features, cfg, device) if cfg.waveform_augmentation else FeatureBatches(
+        features.array, device)
+    # On a GPU, convolutions run fastest with channels-last weights and activations (cuDNN).
+    model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
+    forward = torch.compile(model) if cfg.compile else model  # same parameters; model is what is saved
+    backbone = [p for n, p in model.named_parameters() if not model.is_classifier(n)]
+    classifier = [p for n, p in model.named_parameters() if model.is_classifier(n)]
+
+    steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    # Two groups: the backbone at lr * backbone_lr_scale, the classifier at lr (the same update
+    # as one group when the scale is 1).
+    optimizer = torch.optim.AdamW([{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale},
+                                   {"params": classifier, "lr": cfg.lr}], weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(round(cfg.warmup_epochs * steps_per_epoch), steps_per_epoch * cfg.epochs)
+    )
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    weight = class_weights(targets[rows], len(meta.labels), cfg.class_weight)
+    return _Fit(model, forward, optimizer, scheduler, scaler, gen, batches,
+                weight.to(device) if weight is not None else None, rows, use_amp, amp_dtype)
+
+
+def _epoch(fit: _Fit, targets: torch.Tensor, epoch: int, cfg, device: torch.device) -> dict:
+    """One epoch over ``fit.rows``, augmented: the mean training loss and the time it took."""
+    model = fit.model
+    model.train()
+    frozen = epoch < cfg.freeze_epochs
+    set_backbone_frozen(model, frozen)
+    order = epoch_order(fit.rows, targets[fit.rows], cfg.sampler, fit.gen)
+    # Summed on the device: a float() per batch would wait for the GPU at every step.
+    loss_sum, seen = torch.zeros((), dtype=torch.float64, device=device), 0
+    te = time.perf_counter()
+    for i in range(0, len(order), cfg.batch_size):
+        rows = order[i : i + cfg.batch_size]
+        if len(rows) < 2:  # batch norm cannot train on a single example
+            continue
+        rows = np.sort(rows)
+        x = fit.batches(rows, fit.gen)  # [b, n_mels, frames] on device
+        y = targets[rows]
+        x = random_gain(x, cfg.gain_db, FLOOR_DB, fit.gen)
+        x = spec_augment(x, model.mel_mean, cfg.freq_mask, cfg.time_mask, fit.gen)
+        y2, lam = y, 1.0
+        if cfg.mixup:
+            x, y, y2, lam = mixup(x, y, cfg.mixup, fit.gen)
+        y, y2 = (t.to(device, non_blocking=True) for t in (y, y2))
+        with torch.autocast(device.type, dtype=fit.amp_dtype, enabled=fit.use_amp):
+            logits = fit.forward(x)
+            loss = loss_fn(logits, y, fit.weight, cfg)
+            if lam < 1.0:
+                loss = lam * loss + (1 - lam) * loss_fn(logits, y2, fit.weight, cfg)
+        fit.optimizer.zero_grad(set_to_none=True)
+        fit.scaler.scale(loss).backward()
+        fit.scaler.unscale_(fit.optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        fit.scaler.step(fit.optimizer)
+        fit.scaler.update()
+        fit.scheduler.step()
+        loss_sum += loss.detach().double() * len(rows)
+        seen += len(rows)
+    train_loss = float(loss_sum) / max(seen, 1)  # waits for the device's last batch
+    return {"train_loss": train_loss, "backbone_frozen": frozen,
+            "train_seconds": round(time.perf_counter() - te, 3), "lr": fit.optimizer.param_groups[-1]["lr"]}
+
+
 def _train(features: Features, split_table: pd.DataFrame, params: Params, out: Path, progress: bool,
            resume: bool, on_checkpoint: Callable[[Path], None] | None,
            on_epoch: Callable[[dict], None] | None) -> TrainResult:
@@ -415,7 +541,6 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
 
     cfg = params.train
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     labels = features.labels
     label_pos = {lab: i for i, lab in enumerate(labels)}
@@ -429,40 +554,6 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
     model_kwargs = {"n_mels": features.spec.n_mels, "n_classes": len(labels), **params.model.options}
     meta = ModelMeta(params.model.name, model_kwargs, labels, features.spec, model_hash(params, features),
                      dataset_fingerprint(features))
-    model = meta.build()
-    if cfg.init_from:
-        state, same_labels = init_state(cfg.init_from, meta, model)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        assert not unexpected and all(k in ("mel_mean", "mel_std") or model.is_classifier(k) for k in missing), \
-            (missing, unexpected)
-        if progress:
-            tqdm.write(f"train: starting from {cfg.init_from}" + ("" if same_labels else " with a new classifier "
-                       f"for {len(labels)} labels"))
-    mean, std = mel_statistics(arr, train_rows)
-    model.set_normalization(mean, std)
-    batches = WaveformBatches(features, cfg, device) if cfg.waveform_augmentation else FeatureBatches(arr, device)
-    # On a GPU, convolutions run fastest with channels-last weights and activations (cuDNN).
-    model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
-    forward = torch.compile(model) if cfg.compile else model  # same parameters; model is what is saved
-    backbone = [p for n, p in model.named_parameters() if not model.is_classifier(n)]
-    classifier = [p for n, p in model.named_parameters() if model.is_classifier(n)]
-
-    steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    # Two groups: the backbone at lr * backbone_lr_scale, the classifier at lr (the same update
-    # as one group when the scale is 1).
-    optimizer = torch.optim.AdamW([{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale},
-                                   {"params": classifier, "lr": cfg.lr}], weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(round(cfg.warmup_epochs * steps_per_epoch), total_steps)
-    )
-    use_amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    train_targets = targets[train_rows]
-    weight = class_weights(train_targets, len(labels), cfg.class_weight)
-    weight_dev = weight.to(device) if weight is not None else None
 
     result = TrainResult(out / "model", monitor=cfg.monitor, device=str(device))
     best_score, bad_epochs, start_epoch = -math.inf, 0, 0
@@ -470,110 +561,87 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
     ckpt_path = out / "checkpoint" / "last.pt"
     # Resume only the same run: same model, training, features, data and split.
     key = run_key(params, features, split_table)
+    state = None
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("run_key") == key:
-            best_state = state.get("best_model")
-            if best_state is not None:  # the folder may be new: put the best model so far back
-                model.load_state_dict(best_state)
-                save_model(model, meta, out / "model")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            gen.set_state(state["generator"])
-            restore_rng_state(state, device)
-            start_epoch, best_score, bad_epochs = state["epoch"], state["best_score"], state["bad_epochs"]
-            result.history = json.loads(state["history"])
-            result.best_epoch, result.best_metric = state["best_epoch"], state["best_metric"]
-            result.resumed_from_epoch = start_epoch
-            if progress:
-                tqdm.write(f"train: resuming from {ckpt_path} after epoch {start_epoch}")
+        if state.get("run_key") != key:
+            state = None
+    phase = state.get("phase", "select") if state is not None else "select"
+
+    def checkpoint(fit: _Fit, **extra) -> None:
+        _atomic_torch_save({"run_key": key, **fit.state(device), "best_score": best_score, "bad_epochs": bad_epochs,
+                            "best_epoch": result.best_epoch, "best_metric": result.best_metric,
+                            "history": json.dumps(result.history), "best_model": best_state,
+                            "stopped_early": result.stopped_early, **extra}, ckpt_path)
+        if on_checkpoint is not None:
+            on_checkpoint(ckpt_path)
+
+    if state is not None:
+        best_state = state.get("best_model")
+        best_score, bad_epochs = state["best_score"], state["bad_epochs"]
+        result.history = json.loads(state["history"])
+        result.best_epoch, result.best_metric = state["best_epoch"], state["best_metric"]
+        result.stopped_early = bool(state.get("stopped_early", False))
+        result.refit_history = json.loads(state.get("refit_history", "[]"))
+        result.resumed_from_epoch = len(result.history) + len(result.refit_history)
+        if progress:
+            tqdm.write(f"train: resuming from {ckpt_path} after epoch {result.resumed_from_epoch}"
+                       + (" (refit on train + val)" if phase == "refit" else ""))
 
     for row in result.history if on_epoch is not None else []:  # the epochs before a crash
         on_epoch(row)
     t0 = time.perf_counter()
-    epochs = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs,
-                  desc="train", unit="epoch", disable=not progress, leave=False)
-    for epoch in epochs:
-        if bad_epochs >= cfg.patience:
-            result.stopped_early = True
-            break
-        model.train()
-        frozen = epoch < cfg.freeze_epochs
-        set_backbone_frozen(model, frozen)
-        order = epoch_order(train_rows, train_targets, cfg.sampler, gen)
-        # Summed on the device: a float() per batch would wait for the GPU at every step.
-        loss_sum, seen = torch.zeros((), dtype=torch.float64, device=device), 0
-        te = time.perf_counter()
-        for i in range(0, len(order), cfg.batch_size):
-            rows = order[i : i + cfg.batch_size]
-            if len(rows) < 2:  # batch norm cannot train on a single example
-                continue
-            rows = np.sort(rows)
-            x = batches(rows, gen)  # [b, n_mels, frames] on device
-            y = targets[rows]
-            x = random_gain(x, cfg.gain_db, FLOOR_DB, gen)
-            x = spec_augment(x, model.mel_mean, cfg.freq_mask, cfg.time_mask, gen)
-            y2, lam = y, 1.0
-            if cfg.mixup:
-                x, y, y2, lam = mixup(x, y, cfg.mixup, gen)
-            y, y2 = (t.to(device, non_blocking=True) for t in (y, y2))
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                logits = forward(x)
-                loss = loss_fn(logits, y, weight_dev, cfg)
-                if lam < 1.0:
-                    loss = lam * loss + (1 - lam) * loss_fn(logits, y2, weight_dev, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            loss_sum += loss.detach().double() * len(rows)
-            seen += len(rows)
-
-        train_loss = float(loss_sum) / max(seen, 1)  # waits for the device's last batch
-        train_seconds = time.perf_counter() - te  # the batches alone, without validation
-        val_sorted = np.sort(val_rows)
-        val_logits = predict_rows(model, arr, val_sorted, device)
-        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), targets[val_sorted]))
-        per_file = aggregate_files(features, val_sorted, val_logits)
-        m = classification_metrics(per_file["actual"].map(label_pos).to_numpy(),
-                                   per_file["predicted"].map(label_pos).to_numpy(), labels)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-               "val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
-               "val_macro_f1": m["macro_f1"], "lr": optimizer.param_groups[-1]["lr"],
-               "backbone_frozen": frozen,
-               "seconds": round(time.perf_counter() - te, 3), "train_seconds": round(train_seconds, 3)}
-        result.history.append(row)
-        score = _score(m, val_loss, cfg.monitor)
-        if score > best_score:
-            best_score, bad_epochs = score, 0
-            result.best_epoch = epoch + 1
-            result.best_metric = val_loss if cfg.monitor == "loss" else m[cfg.monitor]
-            save_model(model, meta, out / "model")
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if phase == "select":
+        fit = _start(features, params, meta, train_rows, targets, device, progress)
+        if state is not None:
+            fit.restore(state, device)
+            start_epoch = state["epoch"]
+        epochs = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs,
+                      desc="train", unit="epoch", disable=not progress, leave=False)
+        for epoch in epochs:
+            if bad_epochs >= cfg.patience:
+                result.stopped_early = True
+                break
+            te = time.perf_counter()
+            row = {"epoch": epoch + 1, **_epoch(fit, targets, epoch, cfg, device)}
+            val_sorted = np.sort(val_rows)
+            val_logits = predict_rows(fit.model, arr, val_sorted, device)
+            val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), targets[val_sorted]))
+            per_file = aggregate_files(features, val_sorted, val_logits)
+            m = classification_metrics(per_file["actual"].map(label_pos).to_numpy(),
+                                       per_file["predicted"].map(label_pos).to_numpy(), labels)
+            row |= {"val_loss": val_loss, "val_accuracy": m["accuracy"],
+                    "val_balanced_accuracy": m["balanced_accuracy"], "val_macro_f1": m["macro_f1"],
+                    "seconds": round(time.perf_counter() - te, 3)}
+            row = {k: row[k] for k in HISTORY_COLUMNS}
+            result.history.append(row)
+            score = _score(m, val_loss, cfg.monitor)
+            if score > best_score:
+                best_score, bad_epochs = score, 0
+                result.best_epoch = epoch + 1
+                result.best_metric = val_loss if cfg.monitor == "loss" else m[cfg.monitor]
+                best_state = {k: v.detach().cpu().clone() for k, v in fit.model.state_dict().items()}
+            else:
+                bad_epochs += 1
+            epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val_f1=f"{m['macro_f1']:.3f}")
+            checkpoint(fit, phase="select", epoch=epoch + 1)
+            if on_epoch is not None:
+                on_epoch(row)
         else:
-            bad_epochs += 1
-        epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val_f1=f"{m['macro_f1']:.3f}")
-        _atomic_torch_save({
-            "run_key": key, "epoch": epoch + 1, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "generator": gen.get_state(), **rng_state(device),
-            "best_score": best_score, "bad_epochs": bad_epochs, "best_epoch": result.best_epoch,
-            "best_metric": result.best_metric, "history": json.dumps(result.history),
-            "best_model": best_state,
-        }, ckpt_path)
-        if on_checkpoint is not None:
-            on_checkpoint(ckpt_path)
-        if on_epoch is not None:
-            on_epoch(row)
-    else:
-        result.stopped_early = bad_epochs >= cfg.patience and len(result.history) < cfg.epochs
+            result.stopped_early = bad_epochs >= cfg.patience and len(result.history) < cfg.epochs
+        if best_state is None:
+            raise AudioflowError("train: no epoch gave a finite validation score (the loss is not a number): "
+                                 "lower train.lr or check the features")
+    final = best_state
+    if cfg.refit:
+        final = _refit(features, params, meta, np.sort(np.concatenate([train_rows, val_rows])), targets, device,
+                       result, state if phase == "refit" else None, checkpoint, progress, on_epoch)
+    # Written at the end only (the checkpoint carries the weights until then): a crash leaves
+    # the previous model or none, never one of this run's passes beside another run's.
+    _save_state(meta, best_state, out / "model" / SELECTED)
+    _save_state(meta, final, out / "model")
     result.seconds = time.perf_counter() - t0
-    write_history(result.history, out)
+    write_history(result.history, out, result.refit_history)
     (out / "train.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
     # The checkpoint exists to survive a crash. A finished run removes it, so the next run
     # (new code, `dvc repro -f`) trains afresh instead of "resuming" a completed one.
@@ -581,8 +649,56 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
     return result
 
 
-def write_history(history: list[dict], out_dir: Path) -> None:
-    """history.csv and training_curves.png (loss and validation metrics per epoch)."""
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1",
+                   "lr", "backbone_frozen", "seconds", "train_seconds")
+
+
+def _save_state(meta: ModelMeta, state: dict[str, torch.Tensor], folder: Path) -> None:
+    model = meta.build()
+    model.load_state_dict(state)
+    save_model(model, meta, folder)
+
+
+def _refit(features: Features, params: Params, meta: ModelMeta, rows: np.ndarray, targets: torch.Tensor,
+           device: torch.device, result: TrainResult, state: dict | None, checkpoint: Callable,
+           progress: bool, on_epoch: Callable[[dict], None] | None) -> dict[str, torch.Tensor]:
+    """``train.refit``: train afresh on train + val for the epochs chosen on val (the same
+    schedule, stopped there), so the model that is exported has heard every group but the test's.
+    Returns its weights."""
+    from tqdm import tqdm
+
+    cfg = params.train
+    fit = _start(features, params, meta, rows, targets, device, progress=False)
+    start = 0
+    if state is not None:
+        fit.restore(state, device)
+        start = state["epoch"]
+    for row in result.refit_history[:start] if on_epoch is not None else []:
+        on_epoch(_refit_row(row))
+    result.refit_windows = len(rows)
+    epochs = tqdm(range(start, result.best_epoch), initial=start, total=result.best_epoch,
+                  desc="refit on train + val", unit="epoch", disable=not progress, leave=False)
+    for epoch in epochs:
+        te = time.perf_counter()
+        row = {"epoch": epoch + 1, **_epoch(fit, targets, epoch, cfg, device)}
+        row["seconds"] = round(time.perf_counter() - te, 3)
+        result.refit_history.append(row)
+        epochs.set_postfix(loss=f"{row['train_loss']:.3f}")
+        checkpoint(fit, phase="refit", epoch=epoch + 1, refit_history=json.dumps(result.refit_history))
+        if on_epoch is not None:
+            on_epoch(_refit_row(row))
+    return {k: v.detach().cpu() for k, v in fit.model.state_dict().items()}
+
+
+def _refit_row(row: dict) -> dict:
+    """A refit epoch for live progress: its figures named apart from the selection epochs'."""
+    return {"epoch": row["epoch"], **{f"refit_{k}": v for k, v in row.items() if k != "epoch"}}
+
+
+def write_history(history: list[dict], out_dir: Path, refit: list[dict] = ()) -> None:
+    """history.csv and training_curves.png (loss and validation metrics per epoch; the refit's
+    training loss as a third curve, ``refit`` its rows). history.csv holds the epochs chosen
+    from; train.json counts the refit's."""
     if not history:
         return
     frame = pd.DataFrame(history)
@@ -595,6 +711,9 @@ def write_history(history: list[dict], out_dir: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     a.plot(frame["epoch"], frame["train_loss"], label="train")
     a.plot(frame["epoch"], frame["val_loss"], label="val")
+    if refit:
+        again = pd.DataFrame(refit)
+        a.plot(again["epoch"], again["train_loss"], "--", label="train + val (refit)")
     a.set_xlabel("epoch")
     a.set_ylabel("cross-entropy")
     a.set_title("Loss")

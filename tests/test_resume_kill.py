@@ -41,9 +41,10 @@ def cli(project: Path, *args: str, artifacts: str = "artifacts", check: bool = T
 
 
 def kill_mid_epoch(project: Path, artifacts: str, after_checkpoints: int = 2) -> None:
-    """Start `audioflow train`; once ``after_checkpoints`` epochs are checkpointed, wait half an
-    epoch and SIGKILL it (no handler runs, nothing is flushed: a killed pod, an OOM kill)."""
+    """Start `audioflow train`; once ``after_checkpoints`` more epochs are checkpointed, wait half
+    an epoch and SIGKILL it (no handler runs, nothing is flushed: a killed pod, an OOM kill)."""
     ckpt = project / artifacts / "train" / "checkpoint" / "last.pt"
+    before = ckpt.stat().st_mtime_ns if ckpt.exists() else None  # a crashed run's, which it resumes
     proc = subprocess.Popen([AUDIOFLOW, "train", "-q", "--artifacts", artifacts, "--outputs", f"{artifacts}-out",
                              *SETTINGS], cwd=project, env=env(project), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -52,7 +53,7 @@ def kill_mid_epoch(project: Path, artifacts: str, after_checkpoints: int = 2) ->
         while len(stamps) < after_checkpoints:
             assert proc.poll() is None, "training finished before it could be killed: make epochs longer"
             assert time.monotonic() < deadline
-            if ckpt.exists() and ckpt.stat().st_mtime_ns != seen:
+            if ckpt.exists() and ckpt.stat().st_mtime_ns not in (seen, before):
                 seen = ckpt.stat().st_mtime_ns
                 stamps.append(time.monotonic())
             time.sleep(0.02)
@@ -87,12 +88,20 @@ def test_sigkill_mid_epoch_resumes_to_the_same_result(tmp_path: Path):
 
     for stage in ("train", "evaluate", "export"):  # never interrupted
         cli(project, stage, "-q")
+    full = json.loads((project / "artifacts/train/train.json").read_text())
+    chosen, refit = full["epochs_run"], full["refit_epochs"]
+    assert refit == full["best_epoch"] >= 2, full  # train.refit (the default): a second pass to kill
+    # Killed twice: mid-epoch while the epoch is being chosen, then, resumed, mid-epoch in the
+    # refit on train + val (after its first epoch's checkpoint).
     kill_mid_epoch(project, "killed")
     assert not (project / "killed/train/train.json").exists()  # it did not finish
+    kill_mid_epoch(project, "killed", after_checkpoints=chosen - 2 + 1)
+    assert not (project / "killed/train/train.json").exists()
+    assert not (project / "killed/train/model").exists()  # written when training ends, not before
     resumed = cli(project, "train", artifacts="killed")
     assert "(resumed after epoch" in resumed.stderr, resumed.stderr
     history = json.loads((project / "killed/train/train.json").read_text())
-    assert history["resumed_from_epoch"] >= 2
+    assert history["resumed_from_epoch"] >= chosen + 1 and history["refit_epochs"] == refit
     for stage in ("evaluate", "export"):
         cli(project, stage, "-q", artifacts="killed")
 

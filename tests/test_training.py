@@ -166,6 +166,74 @@ def test_other_features_never_resume_a_checkpoint(prepared, tmp_path: Path):
     assert r.resumed_from_epoch == 0
 
 
+def _weights_equal(a: Path, b: Path) -> bool:
+    ma, _ = load_model(a)
+    mb, _ = load_model(b)
+    return all(torch.equal(va, vb) for va, vb in zip(ma.state_dict().values(), mb.state_dict().values()))
+
+
+def test_refit_trains_again_on_train_and_val_for_the_chosen_epochs(prepared, tmp_path: Path):
+    """train.refit (the default): the epoch is chosen on val exactly as without refit (the same
+    weights, kept in model/selected for calibration), then a second pass on train + val for that
+    many epochs is the model."""
+    from audioflow.checkpoint import SELECTED
+    from audioflow.stages import selected_model
+
+    params, feats, table = prepared
+    assert params.train.refit
+    plain = params.model_copy(update={"train": params.train.model_copy(update={"refit": False})})
+    r = train(feats, table, params, tmp_path / "refit", progress=False)
+    p = train(feats, table, plain, tmp_path / "plain", progress=False)
+    assert r.history == [h | {k: r.history[i][k] for k in ("seconds", "train_seconds")} for i, h in enumerate(p.history)]
+    assert r.best_epoch == p.best_epoch >= 1 and len(r.refit_history) == r.best_epoch and not p.refit_history
+    n_train, n_val = (len(rows_for(feats, table, part)) for part in ("train", "val"))
+    assert r.refit_windows == n_train + n_val
+    # The chosen model is the same either way; refit's exported model is another one.
+    assert _weights_equal(tmp_path / "refit/model" / SELECTED, tmp_path / "plain/model")
+    assert _weights_equal(tmp_path / "plain/model" / SELECTED, tmp_path / "plain/model")
+    assert not _weights_equal(tmp_path / "refit/model", tmp_path / "refit/model" / SELECTED)
+    refit_model, _ = load_model(tmp_path / "refit/model")
+    # Its input statistics are those of train + val, and it still separates held-out speakers.
+    assert not torch.equal(refit_model.mel_mean, selected_model(tmp_path / "refit").mel_mean)
+    preds = file_predictions(refit_model, feats, rows_for(feats, table, "test"), torch.device("cpu"))
+    assert (preds["actual"] == preds["predicted"]).mean() >= 0.8
+    summary = json.loads((tmp_path / "refit/train.json").read_text())
+    assert summary["refit_epochs"] == r.best_epoch and summary["refit_windows"] == n_train + n_val
+    assert json.loads((tmp_path / "plain/train.json").read_text())["refit_epochs"] == 0
+
+
+def test_crash_during_refit_resumes_to_the_same_model(prepared, tmp_path: Path, monkeypatch):
+    import audioflow.training as tr
+
+    params, feats, table = prepared
+    full = train(feats, table, params, tmp_path / "full", progress=False)
+    assert full.best_epoch >= 2, "the check needs a refit of two epochs or more"
+    real, calls = tr._epoch, {"n": 0}
+
+    def crashing(*a, **kw):  # in the second refit epoch, after the first one's checkpoint
+        calls["n"] += 1
+        if calls["n"] == len(full.history) + 2:
+            raise RuntimeError("simulated crash")
+        return real(*a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(tr, "_epoch", crashing)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(feats, table, params, tmp_path / "crashed", progress=False)
+    assert not (tmp_path / "crashed/model").exists()  # the model folder is written at the end only
+    rows = []
+    resumed = train(feats, table, params, tmp_path / "crashed", progress=False, on_epoch=rows.append)
+    assert resumed.resumed_from_epoch == len(full.history) + 1
+    assert [h["train_loss"] for h in resumed.refit_history] == [h["train_loss"] for h in full.refit_history]
+    assert resumed.best_epoch == full.best_epoch
+    for part in ("model", "model/selected"):
+        assert (tmp_path / "crashed" / part / "model.safetensors").read_bytes() == \
+            (tmp_path / "full" / part / "model.safetensors").read_bytes()
+    # Live progress replays every epoch: the chosen pass's, then the refit's under their own names.
+    assert [r["epoch"] for r in rows] == [*range(1, len(full.history) + 1), *range(1, full.best_epoch + 1)]
+    assert "refit_train_loss" in rows[-1] and "val_loss" not in rows[-1]
+
+
 def test_result_defaults_follow_the_config():
     from audioflow.config import TrainConfig
     from audioflow.training import TrainResult
