@@ -198,9 +198,9 @@ class TrainConfig(_Section):
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float = Field(5.0, gt=0)  # max global L2 norm of the gradients
     patience: int = Field(15, ge=1)  # epochs without a better val metric before stopping
-    # After choosing the epoch on val, train again on train + val for that many epochs (same
-    # schedule): the exported model hears every group (speaker, patient) but the test's. The
-    # temperature and threshold come from the chosen model, which never heard val.
+    # After choosing the epoch on val, train again from the start on train + val for that many
+    # epochs (warm-up + cosine over them): the exported model hears every group (speaker,
+    # patient) but the test's. Temperature and threshold come from the chosen model (never heard val).
     refit: bool = True
     monitor: Literal["loss", "macro_f1", "accuracy", "balanced_accuracy"] = "loss"  # on val
     seed: int = 0

@@ -449,9 +449,9 @@ class _Fit:
 
 
 def _start(features: Features, params: Params, meta: ModelMeta, rows: np.ndarray, targets: torch.Tensor,
-           device: torch.device, progress: bool) -> _Fit:
+           device: torch.device, epochs: int, progress: bool) -> _Fit:
     """A fresh model (or ``train.init_from``'s weights), normalized on ``rows``, with its
-    optimizer, warm-up + cosine schedule over ``train.epochs`` and random generator."""
+    optimizer, warm-up + cosine schedule over ``epochs`` and random generator."""
     from tqdm import tqdm
 
     cfg = params.train
@@ -481,7 +481,7 @@ def _start(features: Features, params: Params, meta: ModelMeta, rows: np.ndarray
     optimizer = torch.optim.AdamW([{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale},
                                    {"params": classifier, "lr": cfg.lr}], weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(round(cfg.warmup_epochs * steps_per_epoch), steps_per_epoch * cfg.epochs)
+        optimizer, _lr_lambda(round(cfg.warmup_epochs * steps_per_epoch), steps_per_epoch * epochs)
     )
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -592,7 +592,7 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
         on_epoch(row)
     t0 = time.perf_counter()
     if phase == "select":
-        fit = _start(features, params, meta, train_rows, targets, device, progress)
+        fit = _start(features, params, meta, train_rows, targets, device, cfg.epochs, progress)
         if state is not None:
             fit.restore(state, device)
             start_epoch = state["epoch"]
@@ -662,13 +662,13 @@ def _save_state(meta: ModelMeta, state: dict[str, torch.Tensor], folder: Path) -
 def _refit(features: Features, params: Params, meta: ModelMeta, rows: np.ndarray, targets: torch.Tensor,
            device: torch.device, result: TrainResult, state: dict | None, checkpoint: Callable,
            progress: bool, on_epoch: Callable[[dict], None] | None) -> dict[str, torch.Tensor]:
-    """``train.refit``: train afresh on train + val for the epochs chosen on val (the same
-    schedule, stopped there), so the model that is exported has heard every group but the test's.
-    Returns its weights."""
+    """``train.refit``: train afresh on train + val for the number of epochs chosen on val (the
+    warm-up + cosine schedule fitted to them, so it ends annealed), so the model that is
+    exported has heard every group but the test's. Returns its weights."""
     from tqdm import tqdm
 
     cfg = params.train
-    fit = _start(features, params, meta, rows, targets, device, progress=False)
+    fit = _start(features, params, meta, rows, targets, device, result.best_epoch, progress=False)
     start = 0
     if state is not None:
         fit.restore(state, device)

@@ -188,6 +188,8 @@ def test_refit_trains_again_on_train_and_val_for_the_chosen_epochs(prepared, tmp
     assert r.best_epoch == p.best_epoch >= 1 and len(r.refit_history) == r.best_epoch and not p.refit_history
     n_train, n_val = (len(rows_for(feats, table, part)) for part in ("train", "val"))
     assert r.refit_windows == n_train + n_val
+    # Its schedule is fitted to the chosen epochs: warm-up, then cosine down to 0 at the last one.
+    assert r.refit_history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
     # The chosen model is the same either way; refit's exported model is another one.
     assert _weights_equal(tmp_path / "refit/model" / SELECTED, tmp_path / "plain/model")
     assert _weights_equal(tmp_path / "plain/model" / SELECTED, tmp_path / "plain/model")
