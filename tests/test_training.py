@@ -184,7 +184,8 @@ def test_refit_trains_again_on_train_and_val_for_the_chosen_epochs(prepared, tmp
     plain = params.model_copy(update={"train": params.train.model_copy(update={"refit": False})})
     r = train(feats, table, params, tmp_path / "refit", progress=False)
     p = train(feats, table, plain, tmp_path / "plain", progress=False)
-    assert r.history == [h | {k: r.history[i][k] for k in ("seconds", "train_seconds")} for i, h in enumerate(p.history)]
+    timings = ("seconds", "train_seconds")
+    assert r.history == [h | {k: r.history[i][k] for k in timings} for i, h in enumerate(p.history)]
     assert r.best_epoch == p.best_epoch >= 1 and len(r.refit_history) == r.best_epoch and not p.refit_history
     n_train, n_val = (len(rows_for(feats, table, part)) for part in ("train", "val"))
     assert r.refit_windows == n_train + n_val
