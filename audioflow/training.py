@@ -674,7 +674,7 @@ def _refit(features: Features, params: Params, meta: ModelMeta, rows: np.ndarray
         fit.restore(state, device)
         start = state["epoch"]
     for row in result.refit_history[:start] if on_epoch is not None else []:
-        on_epoch(_refit_row(row))
+        on_epoch(_refit_row(row, len(result.history)))
     result.refit_windows = len(rows)
     epochs = tqdm(range(start, result.best_epoch), initial=start, total=result.best_epoch,
                   desc="refit on train + val", unit="epoch", disable=not progress, leave=False)
@@ -686,13 +686,14 @@ def _refit(features: Features, params: Params, meta: ModelMeta, rows: np.ndarray
         epochs.set_postfix(loss=f"{row['train_loss']:.3f}")
         checkpoint(fit, phase="refit", epoch=epoch + 1, refit_history=json.dumps(result.refit_history))
         if on_epoch is not None:
-            on_epoch(_refit_row(row))
+            on_epoch(_refit_row(row, len(result.history)))
     return {k: v.detach().cpu() for k, v in fit.model.state_dict().items()}
 
 
-def _refit_row(row: dict) -> dict:
-    """A refit epoch for live progress: its figures named apart from the selection epochs'."""
-    return {"epoch": row["epoch"], **{f"refit_{k}": v for k, v in row.items() if k != "epoch"}}
+def _refit_row(row: dict, chosen_from: int) -> dict:
+    """A refit epoch for live progress: ``epoch`` counts on after the ``chosen_from`` epochs of the
+    first pass (a step axis that only grows), its figures named apart (``refit_epoch``, ``refit_*``)."""
+    return {"epoch": chosen_from + row["epoch"], **{f"refit_{k}": v for k, v in row.items()}}
 
 
 def write_history(history: list[dict], out_dir: Path, refit: list[dict] = ()) -> None:

@@ -232,9 +232,10 @@ def test_crash_during_refit_resumes_to_the_same_model(prepared, tmp_path: Path, 
     for part in ("model", "model/selected"):
         assert (tmp_path / "crashed" / part / "model.safetensors").read_bytes() == \
             (tmp_path / "full" / part / "model.safetensors").read_bytes()
-    # Live progress replays every epoch: the chosen pass's, then the refit's under their own names.
-    assert [r["epoch"] for r in rows] == [*range(1, len(full.history) + 1), *range(1, full.best_epoch + 1)]
-    assert "refit_train_loss" in rows[-1] and "val_loss" not in rows[-1]
+    # Live progress replays every epoch: the first pass's, then the refit's, counting on, with
+    # their figures under their own names.
+    assert [r["epoch"] for r in rows] == list(range(1, len(full.history) + full.best_epoch + 1))
+    assert rows[-1]["refit_epoch"] == full.best_epoch and "refit_train_loss" in rows[-1] and "val_loss" not in rows[-1]
 
 
 def test_result_defaults_follow_the_config():

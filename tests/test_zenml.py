@@ -126,9 +126,11 @@ def test_first_run_runs_every_step_and_writes_outputs(project: Project):
     # What the dashboard can show.
     assert {"validation_report", "confusion_matrix", "training_curves", "curves", "model_card"} <= \
         set(first["visualized"])
-    # Each epoch's figures became train-step metadata as training ran (the last epoch's remain).
+    # Each epoch's figures became train-step metadata as training ran (the last epoch's remain:
+    # the refit's, counted on after the first pass's).
     train_meta = first["train_metadata"]
-    assert train_meta["epoch"] == train_meta["epochs_run"] >= 1, train_meta
+    assert train_meta["epoch"] == train_meta["epochs_run"] + train_meta["refit_epochs"] >= 2, train_meta
+    assert train_meta["refit_epoch"] == train_meta["refit_epochs"] >= 1, train_meta
     assert {"train_loss", "val_loss", "val_macro_f1", "lr"} <= set(train_meta)
     # Import noise from Great Expectations does not reach the user.
     assert "great_expectations" not in first["log"].lower()
