@@ -103,6 +103,10 @@ class FeaturesConfig(_Section):
     n_fft: int | None = None  # null = next power of two >= max(window, 8 * n_mels)
     f_min: float = Field(0.0, ge=0)  # Hz
     f_max: float | None = None  # Hz; null = Nyquist
+    # peak: dB re each window's loudest cell (a recording's gain does not move its features);
+    # absolute: dB re full scale (the level itself is a feature). features.py, power_to_db.
+    level: Literal["peak", "absolute"] = "peak"
+    top_db: float = Field(80.0, gt=0, le=200)  # level peak: dB kept below the peak; the floor
     batch_size: int = Field(16, ge=1)  # windows per featurize batch; small batches stay in CPU cache
     device: Literal["auto", "cpu", "cuda"] = "auto"
     shards: int = Field(1, ge=1, le=256)  # parallel featurize tasks on Kubeflow (merged: same bytes)

@@ -26,7 +26,7 @@ from torch import nn
 import audioflow
 from audioflow.checkpoint import ModelMeta, load_model
 from audioflow.errors import AudioflowError
-from audioflow.features import LOG_FLOOR, FeatureSpec, LogMel, scratch_compiler_cache
+from audioflow.features import FeatureSpec, LogMel, power_to_db, scratch_compiler_cache
 
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "logits"
@@ -87,13 +87,14 @@ class ConvLogMel(nn.Module):
         # center=True pads n_fft // 2 zeros on each side; the trimmed kernel starts `left` later.
         self.pad = (n_fft // 2 - left, win - (n_fft // 2 - left))
         self.hop, self.bins = stft.hop_length, n_fft // 2 + 1
+        self.level, self.top_db = front_end.level, front_end.top_db
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         x = nn.functional.pad(waveform.unsqueeze(1), self.pad)
         y = nn.functional.conv1d(x, self.basis, stride=self.hop)
         power = y[:, : self.bins].square() + y[:, self.bins :].square()
         mel = torch.matmul(power.transpose(1, 2), self.fb).transpose(1, 2)
-        return 10.0 * torch.log10(torch.clamp(mel, min=LOG_FLOOR))
+        return power_to_db(mel, self.level, self.top_db)
 
 
 def sample_bounds(spec: FeatureSpec) -> tuple[int, int]:

@@ -7,6 +7,7 @@ features cannot drift from training features.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -28,13 +29,34 @@ from audioflow.errors import AudioflowError
 from audioflow.manifest import Dataset
 
 LOG_FLOOR = 1e-6  # power floor before the log: -60 dB, well below any real recording's noise
+LEVELS = ("peak", "absolute")  # features.level
+
+
+def power_to_db(mel: torch.Tensor, level: str = "absolute", top_db: float = 80.0) -> torch.Tensor:
+    """Mel power [batch, n_mels, frames] -> dB, each item on its own.
+
+    ``absolute``: dB re full scale, floored at ``LOG_FLOOR`` (-60 dB). ``peak``: dB re the
+    item's loudest cell (0 dB), floored at ``-top_db``, so a recording's gain (a quiet device, a
+    distant speaker) does not move its features; an item whose peak is below ``LOG_FLOOR`` is
+    taken re ``LOG_FLOOR``, so near-silence stays quiet instead of being raised to 0 dB.
+    """
+    if level == "peak":
+        ref = mel.amax(dim=(-2, -1), keepdim=True).clamp(min=LOG_FLOOR)
+        return 10.0 * torch.log10(torch.clamp(mel / ref, min=10.0 ** (-top_db / 10.0)))
+    return 10.0 * torch.log10(torch.clamp(mel, min=LOG_FLOOR))
+
+
+def floor_db(level: str = "absolute", top_db: float = 80.0) -> float:
+    """The dB value of silence and of zero padding (``power_to_db`` of zero power)."""
+    return -float(top_db) if level == "peak" else 10.0 * math.log10(LOG_FLOOR)
 
 
 class LogMel(nn.Module):
     """Waveform [batch, samples] -> log-mel power [batch, n_mels, frames] in dB.
 
     Frames = samples // hop_length + 1 (centred STFT). Each item is independent of the others
-    in the batch (fixed floor, no per-batch max), which keeps ONNX and PyTorch outputs equal.
+    in the batch (no per-batch statistics), which keeps ONNX and PyTorch outputs equal. ``level``
+    and ``top_db``: see ``power_to_db``.
     """
 
     def __init__(
@@ -46,8 +68,12 @@ class LogMel(nn.Module):
         n_mels: int = 64,
         f_min: float = 0.0,
         f_max: float | None = None,
+        level: str = "absolute",
+        top_db: float = 80.0,
     ):
         super().__init__()
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
         if win_length > n_fft:
             raise ValueError(f"win_length ({win_length}) must not exceed n_fft ({n_fft})")
         if f_max is not None and f_max > sample_rate / 2:
@@ -58,6 +84,7 @@ class LogMel(nn.Module):
         self.hop_length = hop_length
         self.n_mels = n_mels
         self.n_fft = n_fft
+        self.level, self.top_db = level, float(top_db)
         self.stft = torchaudio.transforms.Spectrogram(
             n_fft=n_fft,
             win_length=win_length,
@@ -74,7 +101,7 @@ class LogMel(nn.Module):
         """[batch, samples] float -> [batch, n_mels, samples // hop_length + 1]."""
         spec = self.stft(waveform)
         power = spec.real.square() + spec.imag.square()
-        return 10.0 * torch.log10(torch.clamp(self.mel(power), min=LOG_FLOOR))
+        return power_to_db(self.mel(power), self.level, self.top_db)
 
     def n_frames(self, n_samples: int) -> int:
         return n_samples // self.hop_length + 1
@@ -93,6 +120,9 @@ class FeatureSpec:
     n_mels: int
     f_min: float
     f_max: float | None
+    # Defaults: what features and models written before features.level existed used.
+    level: str = "absolute"
+    top_db: float = 80.0
 
     @classmethod
     def resolve(cls, cfg: FeaturesConfig, sample_rate: int, window_s: float | None = None) -> FeatureSpec:
@@ -121,6 +151,8 @@ class FeatureSpec:
             n_mels=cfg.n_mels,
             f_min=cfg.f_min,
             f_max=cfg.f_max,
+            level=cfg.level,
+            top_db=float(cfg.top_db),
         )
 
     def front_end(self) -> LogMel:
@@ -132,7 +164,14 @@ class FeatureSpec:
             n_mels=self.n_mels,
             f_min=self.f_min,
             f_max=self.f_max,
+            level=self.level,
+            top_db=self.top_db,
         )
+
+    @property
+    def floor_db(self) -> float:
+        """The dB value of silence and of padding in these features."""
+        return floor_db(self.level, self.top_db)
 
     @property
     def n_frames(self) -> int:
@@ -354,7 +393,7 @@ def featurize(
     rows: list[dict] = []
     pending: list[np.ndarray] = []
     lengths: list[int] = []  # samples of real signal in each pending window (the rest is padding)
-    floor_db = float(10.0 * torch.log10(torch.clamp(torch.zeros(1), min=LOG_FLOOR)))
+    pad_db = spec.floor_db
 
     def flush() -> None:
         # Frames that see only zero padding are exactly the floor value, so the STFT runs only
@@ -368,7 +407,7 @@ def featurize(
         x = torch.from_numpy(batch[:, :span]).to(device, non_blocking=True)
         with torch.inference_mode():
             head = front(x).float().cpu().numpy()
-        full = np.full((len(batch), spec.n_mels, spec.n_frames), floor_db, dtype=np.float32)
+        full = np.full((len(batch), spec.n_mels, spec.n_frames), pad_db, dtype=np.float32)
         full[:, :, : head.shape[2]] = head
         writer.append(full)
         pending, lengths = [], []

@@ -32,10 +32,9 @@ from audioflow.checkpoint import META, SELECTED, WEIGHTS, ModelMeta, save_model
 from audioflow.config import Params
 from audioflow.errors import AudioflowError
 from audioflow.evaluation import aggregate_files, classification_metrics, predict_rows, rows_for
-from audioflow.features import LOG_FLOOR, Features, pick_device, scratch_compiler_cache
+from audioflow.features import Features, pick_device, scratch_compiler_cache
 
 CHUNK = 256  # windows per block when computing statistics
-FLOOR_DB = 10.0 * math.log10(LOG_FLOOR)  # the log-mel of silence and of padding
 
 
 @dataclass
@@ -133,6 +132,11 @@ def init_state(init_from: str, meta: ModelMeta, model: nn.Module) -> tuple[dict[
             f"train.init_from={init_from} is a {base.model_name} {theirs}; this run trains a "
             f"{meta.model_name} {ours}: set model.name and model.{base.model_name} (and features.n_mels) "
             "to the earlier model's")
+    if (base.spec.level, base.spec.top_db) != (meta.spec.level, meta.spec.top_db):
+        raise FineTuneError(
+            f"train.init_from={init_from} was trained on features.level={base.spec.level} (top_db "
+            f"{base.spec.top_db:g}); this run's features are level={meta.spec.level} (top_db {meta.spec.top_db:g}): "
+            "set features.level and features.top_db to the earlier model's")
     same_labels = base.labels == meta.labels
     state = {k: v for k, v in load_file(str(d / WEIGHTS)).items()
              if k not in ("mel_mean", "mel_std") and (same_labels or not model.is_classifier(k))}
@@ -207,7 +211,9 @@ def spec_augment(x: torch.Tensor, fill: torch.Tensor, freq_mask: int, time_mask:
 
 def random_gain(x: torch.Tensor, gain_db: float, floor_db: float, gen: torch.Generator) -> torch.Tensor:
     """Each example louder or quieter by a uniform +-gain_db: on log-mel (dB) a gain is an
-    offset; cells at the floor (silence, padding) stay there, as zeros times a gain stay zero."""
+    offset; cells at the floor (silence, padding) stay there, as zeros times a gain stay zero.
+    With ``features.level: peak`` the offset moves the peak off 0 dB: a jitter of the level the
+    model sees, where a gain before the front-end would cancel out."""
     if not gain_db:
         return x
     g = ((torch.rand(x.shape[0], generator=gen) * 2 - 1) * gain_db).to(x.device)
@@ -432,6 +438,7 @@ class _Fit:
     rows: np.ndarray
     use_amp: bool
     amp_dtype: torch.dtype
+    floor_db: float  # the features' value of silence and padding (random_gain leaves it)
 
     def state(self, device: torch.device) -> dict:
         """What a checkpoint needs to continue this pass exactly."""
@@ -489,7 +496,8 @@ def _start(features: Features, params: Params, meta: ModelMeta, rows: np.ndarray
     gen = torch.Generator().manual_seed(cfg.seed)
     weight = class_weights(targets[rows], len(meta.labels), cfg.class_weight)
     return _Fit(model, forward, optimizer, scheduler, scaler, gen, batches,
-                weight.to(device) if weight is not None else None, rows, use_amp, amp_dtype)
+                weight.to(device) if weight is not None else None, rows, use_amp, amp_dtype,
+                features.spec.floor_db)
 
 
 def _epoch(fit: _Fit, targets: torch.Tensor, epoch: int, cfg, device: torch.device) -> dict:
@@ -509,7 +517,7 @@ def _epoch(fit: _Fit, targets: torch.Tensor, epoch: int, cfg, device: torch.devi
         rows = np.sort(rows)
         x = fit.batches(rows, fit.gen)  # [b, n_mels, frames] on device
         y = targets[rows]
-        x = random_gain(x, cfg.gain_db, FLOOR_DB, fit.gen)
+        x = random_gain(x, cfg.gain_db, fit.floor_db, fit.gen)
         x = spec_augment(x, model.mel_mean, cfg.freq_mask, cfg.time_mask, fit.gen)
         y2, lam = y, 1.0
         if cfg.mixup:

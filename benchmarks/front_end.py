@@ -48,7 +48,7 @@ def two_stage_fft_class():
     import torch
     from torch import nn
 
-    from audioflow.features import LOG_FLOOR
+    from audioflow.features import power_to_db
 
     class TwoStageFftLogMel(nn.Module):
         def __init__(self, front_end):
@@ -82,6 +82,7 @@ def two_stage_fft_class():
             self.register_buffer("fb_t", fb_fft_order.T.contiguous().float())
             self.register_buffer("offsets", (n1 + p * n2).reshape(p, q)[:, None, :])
             self.p, self.q, self.k1n, self.n_fft, self.hop = p, q, k1n, n_fft, stft.hop_length
+            self.level, self.top_db = front_end.level, front_end.top_db
 
         def forward(self, waveform):
             x = nn.functional.pad(waveform, (self.n_fft // 2, self.n_fft // 2))
@@ -94,7 +95,7 @@ def two_stage_fft_class():
             power = spec[:, : self.k1n].square() + spec[:, self.k1n:].square()
             power = power.reshape(batch, self.k1n, frames, self.q).transpose(2, 3)
             mel = torch.matmul(self.fb_t, power.reshape(batch, self.k1n * self.q, frames))
-            return 10.0 * torch.log10(torch.clamp(mel, min=LOG_FLOOR))
+            return power_to_db(mel, self.level, self.top_db)
 
         def macs_per_frame(self) -> int:
             return 2 * self.p * self.q * self.q + 2 * self.k1n * 2 * self.p * self.q

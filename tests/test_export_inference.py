@@ -332,13 +332,14 @@ def test_int8_needs_calibration_audio(exported, tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.parametrize("level", ["peak", "absolute"])
 @pytest.mark.parametrize("args", [(16000, 512, 400, 160, 64), (4000, 256, 100, 40, 32), (8000, 512, 200, 80, 64)])
-def test_the_exported_front_end_computes_the_same_log_mel(args):
+def test_the_exported_front_end_computes_the_same_log_mel(args, level):
     """The export's STFT-as-convolution equals torchaudio's STFT front-end (dB), any length."""
     from audioflow.export import ConvLogMel
     from audioflow.features import LogMel
 
-    front = LogMel(*args).eval()
+    front = LogMel(*args, level=level).eval()
     conv = ConvLogMel(front).eval()
     for n in (args[0], 1234, 50):
         x = torch.from_numpy(noise((3, n), seed=n) + sine(n, 440, sr=args[0]))

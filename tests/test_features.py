@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from audioflow.config import DataConfig, FeaturesConfig, load_params
-from audioflow.features import Features, FeatureSpec, LogMel, featurize
+from audioflow.features import LOG_FLOOR, Features, FeatureSpec, LogMel, featurize
 from audioflow.manifest import ingest
 from tests.conftest import tone, write_wav
 
@@ -26,6 +26,42 @@ def test_logmel_peak_in_right_band():
     low = lm(torch.from_numpy(tone(200, 1, 8000))[None])[0].mean(1)
     high = lm(torch.from_numpy(tone(3000, 1, 8000))[None])[0].mean(1)
     assert low.argmax() < high.argmax()
+
+
+def test_peak_level_ignores_the_recording_gain_and_keeps_silence_at_the_floor():
+    kw = dict(sample_rate=8000, n_fft=512, win_length=200, hop_length=80, n_mels=32)
+    peak, absolute = LogMel(**kw, level="peak", top_db=70), LogMel(**kw)
+    x = torch.from_numpy(tone(440, 0.5, 8000, amp=0.5))[None]
+    x = x + 0.001 * torch.randn(1, x.shape[1], generator=torch.Generator().manual_seed(0))
+    quiet = x * 10 ** (-30 / 20)  # the same sound 30 dB quieter: a far microphone, a low gain
+    # Re full scale the quiet copy is 30 dB down everywhere above the floor; re its peak it is the same.
+    above = absolute(x) > -30
+    torch.testing.assert_close(absolute(x)[above] - absolute(quiet)[above], torch.full_like(absolute(x)[above], 30.0),
+                               atol=1e-2, rtol=0)
+    torch.testing.assert_close(peak(quiet), peak(x), atol=1e-3, rtol=0)
+    y = peak(x)
+    assert y.max().item() == pytest.approx(0.0, abs=1e-5) and y.min().item() >= -70.0
+    # Zero padding and digital silence sit at -top_db, as featurize writes them; a window whose
+    # loudest cell is below LOG_FLOOR is not raised to 0 dB (hiss does not become a loud sound).
+    assert torch.equal(peak(torch.zeros(2, 800)), torch.full((2, 32, 11), -70.0))
+    hiss = 1e-6 * torch.randn(1, 800, generator=torch.Generator().manual_seed(1))
+    assert peak.mel(peak.stft(hiss).abs().square()).max().item() < LOG_FLOOR
+    assert peak(hiss).max().item() < -20.0
+    # Each item is referred to its own peak, whatever else is in the batch.
+    torch.testing.assert_close(peak(torch.cat([x, quiet * 0.01])), torch.cat([peak(x), peak(quiet * 0.01)]))
+    with pytest.raises(ValueError, match="level must be one of"):
+        LogMel(**kw, level="rms")
+
+
+def test_peak_level_is_the_default_and_recorded_in_the_spec():
+    cfg = FeaturesConfig(window_s=1.0)
+    spec = FeatureSpec.resolve(cfg, 8000)
+    assert (spec.level, spec.top_db, spec.floor_db) == ("peak", 80.0, -80.0)
+    assert spec.front_end().level == "peak"
+    old = FeatureSpec(**{k: v for k, v in spec.to_dict().items() if k not in ("level", "top_db")})
+    assert (old.level, old.floor_db) == ("absolute", pytest.approx(10 * np.log10(LOG_FLOOR)))  # earlier models
+    with pytest.raises(ValueError):
+        FeaturesConfig(level="loudest")
 
 
 @pytest.mark.parametrize("kw", [dict(win_length=600, n_fft=512), dict(f_max=5000), dict(n_mels=400)])

@@ -127,3 +127,7 @@ def test_init_weights_are_part_of_the_run_and_mismatches_are_named(pretrained: P
     missing, *_ = prepare(root, **{"train.init_from": str(tmp_path)})
     with pytest.raises(FineTuneError, match="no audioflow model here"):
         train(feats2, table2, missing, tmp_path / "y", progress=False)
+    # Features on another level scale: the earlier model's weights would read them wrongly.
+    louder, feats3, table3 = prepare(root, **{"train.init_from": str(pretrained), "features.level": "absolute"})
+    with pytest.raises(FineTuneError, match=r"trained on features.level=peak .*this run's features are level=absolute"):
+        train(feats3, table3, louder, tmp_path / "z", progress=False)

@@ -352,9 +352,12 @@ def test_bcresnet_trains_from_its_own_options(prepared, tmp_path: Path):
     assert (preds["actual"] == preds["predicted"]).mean() >= 0.8, preds
 
 
-def test_random_gain_is_a_db_offset_that_leaves_silence_alone():
-    from audioflow.training import FLOOR_DB, random_gain
+@pytest.mark.parametrize("level", ["peak", "absolute"])
+def test_random_gain_is_a_db_offset_that_leaves_silence_alone(level):
+    from audioflow.features import floor_db
+    from audioflow.training import random_gain
 
+    FLOOR_DB = floor_db(level, 80.0)  # noqa: N806 (the features' floor, as training passes it)
     x = torch.full((5, 4, 10), -20.0)
     x[:, :, 7:] = FLOOR_DB  # padding / silence
     out = random_gain(x, 6.0, FLOOR_DB, torch.Generator().manual_seed(0))
