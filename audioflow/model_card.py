@@ -18,6 +18,12 @@ SMALL_CLASS = 10  # test recordings of a class below which its figures are calle
 FEW_UNITS = 10  # resampled units (groups, recordings) below which an interval is itself rough
 
 
+def _level(spec: dict) -> str:
+    if spec.get("level", "absolute") == "peak":
+        return f"dB re each window's loudest cell, {spec['top_db']:g} dB kept: the recording level does not matter"
+    return "dB re full scale: the recording level is part of the input"
+
+
 def _read(path: Path) -> dict:
     return json.loads(path.read_text())
 
@@ -74,7 +80,8 @@ def render_model_card(*, metrics: dict, serving: dict, evaluate: dict, split_inf
     add(f"- Architecture: `{model['model_name']}` {json.dumps(model['model_kwargs'], sort_keys=True)}")
     add(f"- Classes: {', '.join(f'`{lab}`' for lab in labels)}")
     add(f"- Input: mono audio at {sr} Hz (any file is mixed down and resampled), {window_s:g} s windows "
-        f"(hop {spec['window_hop_samples'] / sr:g} s), {spec['n_mels']}-band log-mel inside the ONNX graph; "
+        f"(hop {spec['window_hop_samples'] / sr:g} s), {spec['n_mels']}-band log-mel "
+        f"({_level(spec)}) inside the ONNX graph; "
         "a longer recording is the mean of its windows' probabilities")
     add(f"- Output: calibrated class probabilities (the graph divides the logits by the temperature "
         f"{serving['temperature']:g} fitted on validation)" if serving["temperature"] != 1.0 else

@@ -320,7 +320,9 @@ def live_steps(repo: Repo) -> int | None:
 def test_experiment_listed_beside_baseline(repo: Repo):
     """An experiment run shows its training progress in `dvc exp show` while it runs (DVCLive),
     and is listed beside its baseline when done."""
-    repo.commit("remote")  # the baseline commit of the experiment
+    repo.commit("experiment baseline")  # whatever the tests before it left (alone: the fixture's run)
+    base_lr = yaml.safe_load((repo.path / "params.yaml").read_text())["train"]["lr"]
+    assert base_lr != 0.001
     epochs = 20
     proc = subprocess.Popen([str(DVC), "exp", "run", "-S", "train.lr=0.001", "-S", f"train.epochs={epochs}",
                              "-S", "train.patience=100", "--name", "lr-0001"], cwd=repo.path, env=repo.env,
@@ -351,7 +353,7 @@ def test_experiment_listed_beside_baseline(repo: Repo):
     assert live_steps(repo) == epochs + summary["refit_epochs"]
     table = json.loads(repo.dvc("exp", "show", "--json"))
     baseline = next(row for row in table if row["rev"] != "workspace")
-    assert baseline["data"]["params"]["params.yaml"]["data"]["train"]["lr"] == 0.002
+    assert baseline["data"]["params"]["params.yaml"]["data"]["train"]["lr"] == base_lr
     assert 0 <= baseline["data"]["metrics"]["outputs/metrics.json"]["data"]["macro_f1"] <= 1
     exps = [rev for exp in baseline["experiments"] or [] for rev in exp["revs"]]
     assert [e["name"] for e in exps] == ["lr-0001"]
