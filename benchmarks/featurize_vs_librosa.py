@@ -41,8 +41,9 @@ audioflow : featurize() over the FSDD dataset (ingested once, before timing; its
 baseline  : for each file librosa.load(path, sr=RATE), pad/crop to the window,
             librosa.feature.melspectrogram(... same n_fft/win/hop/n_mels/fmin/fmax, htk=True,
             norm=None, power=2, center=True, pad_mode="constant"), librosa.power_to_db
-            (amin=1e-6, top_db=None, i.e. audioflow's -60 dB floor), append to a list,
-            np.stack at the end (kept in memory, not written).
+            as audioflow levels it (features.level): peak, the default, is ref=np.max,
+            top_db=features.top_db; absolute is ref=1, amin=1e-6, top_db=None (its -60 dB
+            floor); append to a list, np.stack at the end (kept in memory, not written).
 
 window_s defaults to 2.5 s so every FSDD file (max 2.28 s) is one window on both sides; the
 shapes are asserted equal, the max |difference| of the two arrays (dB) is reported, not
@@ -181,7 +182,10 @@ def _librosa_script(paths: list[Path], spec) -> tuple[float, float, np.ndarray]:
             htk=True,
             norm=None,
         )
-        feats.append(librosa.power_to_db(S, ref=1.0, amin=1e-6, top_db=None))
+        if spec.level == "peak":  # amin far below any real cell: padding falls to the top_db floor
+            feats.append(librosa.power_to_db(S, ref=np.max, amin=1e-20, top_db=spec.top_db))
+        else:
+            feats.append(librosa.power_to_db(S, ref=1.0, amin=1e-6, top_db=None))
     arr = np.stack(feats)
     return time.perf_counter() - t0, time.process_time() - c0, arr
 
