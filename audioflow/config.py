@@ -211,6 +211,11 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision, CUDA only (bf16 where supported, else fp16 with a GradScaler)
     compile: bool = False  # torch.compile the training forward/backward (first epoch pays the compile)
+    # On CUDA, capture the training step (augmentation, front-end, forward, backward) once as a
+    # CUDA graph and replay it per batch: a small model's step is mostly kernel launches.
+    # Not with mixup, fp16 loss scaling or compile, or when the batches' source is not in GPU
+    # memory; those train eagerly. No effect on a CPU.
+    cuda_graph: bool = True
     freq_mask: int = Field(8, ge=0)  # SpecAugment: widest masked band in mel bins; 0 = off
     time_mask: int = Field(20, ge=0)  # SpecAugment: longest masked span in frames; 0 = off
     label_smoothing: float = Field(0.05, ge=0, lt=1)

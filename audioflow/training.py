@@ -18,7 +18,9 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,6 +190,43 @@ def _lr_lambda(warmup_steps: int, total_steps: int):
     return f
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor (random draws, indices, labels) on ``device``. To a GPU through
+    page-locked memory and without blocking: a copy from pageable memory makes the host wait
+    until the GPU has run everything queued before it, so every such copy in a training step
+    would serialize Python's kernel launches with the kernels themselves."""
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def mask_draws(b: int, f: int, t: int, freq_mask: int, time_mask: int, gen: torch.Generator) -> dict:
+    """SpecAugment's draws for ``b`` examples of ``f`` mel bins by ``t`` frames: each one's band
+    (``freq_w``, ``freq_start``) and span (``time_w``, ``time_start``); a width of 0 is off."""
+    out = {}
+    for axis, size, width in (("freq", f, freq_mask), ("time", t, time_mask)):
+        if not width:
+            continue
+        w = torch.randint(0, width + 1, (b,), generator=gen)
+        out[f"{axis}_w"], out[f"{axis}_start"] = w, (torch.rand(b, generator=gen) * (size - w).clamp(min=1)).long()
+    return out
+
+
+def apply_masks(x: torch.Tensor, fill: torch.Tensor, draws: dict) -> torch.Tensor:
+    """``mask_draws`` (on ``x``'s device) applied as one mask: the band and the span of every
+    example set to the per-bin ``fill``."""
+    b, f, t = x.shape
+    keep = torch.ones(b, f, t, dtype=torch.bool, device=x.device)
+    for axis, size in (("freq", f), ("time", t)):
+        if f"{axis}_w" not in draws:
+            continue
+        w, start = draws[f"{axis}_w"], draws[f"{axis}_start"]
+        pos = torch.arange(size, device=x.device)[None, :]
+        masked = (pos >= start[:, None]) & (pos < (start + w)[:, None])  # [b, size]
+        keep &= ~(masked[:, :, None] if axis == "freq" else masked[:, None, :])
+    return torch.where(keep, x, fill[None, :, None].to(x.device, x.dtype))
+
+
 def spec_augment(x: torch.Tensor, fill: torch.Tensor, freq_mask: int, time_mask: int,
                  gen: torch.Generator) -> torch.Tensor:
     """One frequency band and one time span per example set to the per-bin training mean.
@@ -195,18 +234,17 @@ def spec_augment(x: torch.Tensor, fill: torch.Tensor, freq_mask: int, time_mask:
     Vectorized over the batch: the widths and offsets are drawn for every example at once and
     applied as one mask (no per-example Python loop).
     """
-    b, f, t = x.shape
-    keep = torch.ones(b, f, t, dtype=torch.bool, device=x.device)
-    for size, width, axis in ((f, freq_mask, 1), (t, time_mask, 2)):
-        if not width:
-            continue
-        w = torch.randint(0, width + 1, (b,), generator=gen)
-        start = (torch.rand(b, generator=gen) * (size - w).clamp(min=1)).long()
-        w, start = w.to(x.device), start.to(x.device)
-        pos = torch.arange(size, device=x.device)[None, :]
-        masked = (pos >= start[:, None]) & (pos < (start + w)[:, None])  # [b, size]
-        keep &= ~(masked[:, :, None] if axis == 1 else masked[:, None, :])
-    return torch.where(keep, x, fill[None, :, None].to(x.device, x.dtype))
+    draws = mask_draws(*x.shape, freq_mask, time_mask, gen)
+    return apply_masks(x, fill, {k: to_device(v, x.device) for k, v in draws.items()})
+
+
+def gain_draws(b: int, gain_db: float, gen: torch.Generator) -> torch.Tensor | None:
+    """``random_gain``'s offsets in dB for ``b`` examples, uniform in +-gain_db (None when off)."""
+    return (torch.rand(b, generator=gen) * 2 - 1) * gain_db if gain_db else None
+
+
+def apply_gain(x: torch.Tensor, g: torch.Tensor, floor_db: float) -> torch.Tensor:
+    return torch.where(x > floor_db, (x + g[:, None, None]).clamp(min=floor_db), x)
 
 
 def random_gain(x: torch.Tensor, gain_db: float, floor_db: float, gen: torch.Generator) -> torch.Tensor:
@@ -214,10 +252,8 @@ def random_gain(x: torch.Tensor, gain_db: float, floor_db: float, gen: torch.Gen
     offset; cells at the floor (silence, padding) stay there, as zeros times a gain stay zero.
     With ``features.level: peak`` the offset moves the peak off 0 dB: a jitter of the level the
     model sees, where a gain before the front-end would cancel out."""
-    if not gain_db:
-        return x
-    g = ((torch.rand(x.shape[0], generator=gen) * 2 - 1) * gain_db).to(x.device)
-    return torch.where(x > floor_db, (x + g[:, None, None]).clamp(min=floor_db), x)
+    g = gain_draws(x.shape[0], gain_db, gen)
+    return x if g is None else apply_gain(x, to_device(g, x.device), floor_db)
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, gen: torch.Generator):
@@ -226,7 +262,7 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, gen: torch.Generator):
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
     lam = float(np.random.default_rng(seed).beta(alpha, alpha))
     perm = torch.randperm(x.shape[0], generator=gen)
-    return lam * x + (1 - lam) * x[perm.to(x.device)], y, y[perm.to(y.device)], lam
+    return lam * x + (1 - lam) * x[to_device(perm, x.device)], y, y[to_device(perm, y.device)], lam
 
 
 class WaveformBatches:
@@ -240,7 +276,12 @@ class WaveformBatches:
     Every draw comes from the training generator, so a resumed run draws the same batches.
     The gather is one vectorized index into the flat audio store: the memmap on the CPU, or a
     copy in GPU memory when training runs there and it fits (``fits_on``).
+
+    Two halves: ``draws`` (the host's random numbers, a few per window) and ``apply`` (the
+    arithmetic, on the device), so a CUDA graph can replay the second (``GraphedStep``).
     """
+
+    STORE_KEYS = ("first", "length", "offset")  # draws used where the store is
 
     def __init__(self, features: Features, cfg, device: torch.device):
         index = features.index
@@ -252,25 +293,43 @@ class WaveformBatches:
         self.front = features.spec.front_end().to(device).eval()
         store = features.audio
         self.store = torch.from_numpy(np.asarray(store)).to(device) if fits_on(device, store.nbytes) else store
+        self.on_device = isinstance(self.store, torch.Tensor)
+        # Every batch reads as many source samples as the fastest speed factor needs: the same
+        # shapes at every step, which a CUDA graph needs.
+        self.span = math.ceil(self.window * (1 + cfg.speed)) + 1
+        # On a GPU the white noise is drawn there, from a generator the training generator seeds
+        # afresh per batch (so a resumed run draws the same): a batch's normal draws made on the
+        # CPU and copied over took longer than the model's step.
+        self.noise_gen = torch.Generator(device=device) if device.type == "cuda" else None
 
     def __call__(self, rows: np.ndarray, gen: torch.Generator) -> torch.Tensor:
         """Log-mel [b, n_mels, frames] on the device for window ``rows``, augmented afresh."""
-        x = self.waveforms(rows, gen)[0]
-        with torch.no_grad():
-            return self.front(x)
+        draws, white = self.draws(rows, gen)
+        return self.apply(self.place(draws), white)
 
     def waveforms(self, rows: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The augmented windows [b, window_samples] and where each holds its recording (the
         rest is zero padding, which stays zero, as at inference)."""
+        draws, white = self.draws(rows, gen)
+        return self._waveforms(self.place(draws), white)
+
+    def draws(self, rows: np.ndarray, gen: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The random draws for window ``rows``, from ``gen``: per-window numbers ([b] CPU
+        tensors) and the white noise [b, window_samples] (on the GPU when training runs there)."""
         cfg, w, b = self.cfg, self.window, len(rows)
         # All draws up front and always the same number, whichever augmentations are on.
         factor = 1 + (torch.rand(b, generator=gen, dtype=torch.float64) * 2 - 1) * cfg.speed
         u_shift = torch.rand(b, generator=gen, dtype=torch.float64).numpy()
         u_noise, u_snr, u_colour = (torch.rand(b, generator=gen) for _ in range(3))
-        white = torch.randn(b, w, generator=gen)
+        if self.noise_gen is None:
+            white = torch.randn(b, w, generator=gen)
+        else:
+            self.noise_gen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            white = torch.randn(b, w, generator=self.noise_gen, device=self.device)
 
         length, start = self.length[rows], self.start[rows]
         need = np.ceil(w * factor.numpy()).astype(np.int64)  # source samples one window reads
+        assert need.max() < self.span, (need.max(), self.span)
         reach = cfg.shift * w
         long = length >= need
         # A long recording: the window start moves by up to +-reach, staying inside it. A short
@@ -278,49 +337,61 @@ class WaveformBatches:
         moved = np.clip(np.round(start + (2 * u_shift - 1) * reach), 0, np.maximum(length - need, 0))
         delay = np.round(u_shift * np.minimum(reach, np.maximum(need - length, 0)))
         first = np.where(long, moved, -delay).astype(np.int64)  # source index of the buffer's sample 0
-        span = int(need.max()) + 1
-        # Only per-window numbers cross to the device; the [b, span] index arithmetic runs where
-        # the store is (on the GPU when it fits there), so no batch-sized index array is copied.
-        at = self.store.device if isinstance(self.store, torch.Tensor) else torch.device("cpu")
-        first_t, length_t, offset_t = (torch.from_numpy(a).to(at) for a in (first, length, self.offset[rows]))
-        pos = first_t[:, None] + torch.arange(span, device=at)[None, :]
-        inside = ((pos >= 0) & (pos < length_t[:, None])).to(self.device)
-        flat = offset_t[:, None] + torch.minimum(pos.clamp(min=0), (length_t - 1).clamp(min=0)[:, None])
+        lo, hi = cfg.noise_snr_db
+        return {"first": torch.from_numpy(first), "length": torch.from_numpy(length),
+                "offset": torch.from_numpy(self.offset[rows]), "factor": factor,
+                "noise_on": u_noise < cfg.noise_prob, "snr_db": lo + u_snr * (hi - lo),
+                "beta": 2 * u_colour}, white
+
+    def place(self, draws: dict) -> dict:
+        """``draws`` where they are used: the store's on its device, the rest on the training
+        device. Only these per-window numbers cross, so no batch-sized index array is copied."""
+        at = self.store.device if self.on_device else torch.device("cpu")
+        return {k: to_device(v, at if k in self.STORE_KEYS else self.device) for k, v in draws.items()}
+
+    def apply(self, draws: dict, white: torch.Tensor) -> torch.Tensor:
+        """The log-mel of the windows ``draws`` (placed) describe."""
+        x = self._waveforms(draws, white)[0]
+        with torch.no_grad():
+            return self.front(x)
+
+    def _waveforms(self, draws: dict, white: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w, length = self.window, draws["length"]
+        # The [b, span] index arithmetic runs where the store is (on the GPU when it fits there).
+        pos = draws["first"][:, None] + torch.arange(self.span, device=length.device)[None, :]
+        inside = to_device((pos >= 0) & (pos < length[:, None]), self.device)
+        flat = draws["offset"][:, None] + torch.minimum(pos.clamp(min=0), (length - 1).clamp(min=0)[:, None])
         buf = self._gather(flat) * inside
 
         # Speed: output sample j reads source position j * factor, linearly interpolated.
-        src = torch.arange(w, dtype=torch.float64, device=self.device)[None, :] * factor.to(self.device)[:, None]
+        src = torch.arange(w, dtype=torch.float64, device=self.device)[None, :] * draws["factor"][:, None]
         i0 = src.floor().long()
         frac = (src - i0).float()
         x = buf.gather(1, i0) * (1 - frac) + buf.gather(1, i0 + 1) * frac
         valid = inside.gather(1, i0)
 
-        if cfg.noise_prob:
-            x = self._noise(x, valid, u_noise < cfg.noise_prob, u_snr, u_colour, white)
+        if self.cfg.noise_prob:
+            x = self._noise(x, valid, draws, white)
         return x, valid
 
     def _gather(self, flat: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.store, torch.Tensor):
+        if self.on_device:
             return self.store[flat].float()
-        return torch.from_numpy(np.asarray(self.store[flat.numpy()], dtype=np.float32)).to(self.device)
+        return to_device(torch.from_numpy(np.asarray(self.store[flat.numpy()], dtype=np.float32)), self.device)
 
-    def _noise(self, x: torch.Tensor, valid: torch.Tensor, on: torch.Tensor, u_snr: torch.Tensor,
-               u_colour: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
+    def _noise(self, x: torch.Tensor, valid: torch.Tensor, draws: dict, white: torch.Tensor) -> torch.Tensor:
         """Noise of power 1/f^beta (beta uniform in [0, 2]: white to brown) over the recording's
         samples, scaled to an SNR against the recording's power in the window."""
-        lo, hi = self.cfg.noise_snr_db
         w = x.shape[1]
         spectrum = torch.fft.rfft(white.to(self.device))
         k = torch.arange(spectrum.shape[1], dtype=torch.float32, device=self.device).clamp(min=1)
-        beta = 2 * u_colour.to(self.device)
-        noise = torch.fft.irfft(spectrum * k[None, :].pow(-beta[:, None] / 2), n=w)
+        noise = torch.fft.irfft(spectrum * k[None, :].pow(-draws["beta"][:, None] / 2), n=w)
         mask = valid.float()
         count = mask.sum(dim=1).clamp(min=1)
         noise = noise * mask  # unit power over the recording's extent, nothing over the padding
         noise = noise / (noise.square().sum(dim=1, keepdim=True) / count[:, None]).sqrt().clamp(min=1e-12)
         power = (x.square() * mask).sum(dim=1) / count
-        snr = (lo + u_snr * (hi - lo)).to(self.device)
-        scale = torch.sqrt(power / 10 ** (snr / 10)) * on.to(self.device)
+        scale = torch.sqrt(power / 10 ** (draws["snr_db"] / 10)) * draws["noise_on"]
         return x + noise * scale[:, None]
 
 
@@ -335,19 +406,28 @@ def fits_on(device: torch.device, nbytes: int, share: float = 0.25) -> bool:
 
 class FeatureBatches:
     """Stored log-mel windows by row: from the memmap, or from GPU memory when training runs
-    on CUDA and the array fits there (no host-to-device copy per batch)."""
+    on CUDA and the array fits there (no host-to-device copy per batch). The same two halves
+    as ``WaveformBatches``; the only draw is the rows."""
 
     def __init__(self, arr: np.ndarray, device: torch.device):
         self.device = device
         self.arr = torch.from_numpy(np.asarray(arr)).to(device) if fits_on(device, arr.nbytes) else arr
+        self.on_device = isinstance(self.arr, torch.Tensor)
 
     def __call__(self, rows: np.ndarray, gen: torch.Generator | None = None) -> torch.Tensor:
-        if isinstance(self.arr, torch.Tensor):
-            return self.arr[torch.from_numpy(rows).to(self.device)]
-        x = torch.from_numpy(np.asarray(self.arr[rows], dtype=np.float32))
-        if self.device.type == "cuda":  # page-locked, so the copy overlaps compute
-            x = x.pin_memory()
-        return x.to(self.device, non_blocking=True)
+        return self.apply(self.place(self.draws(rows, gen)[0]), None)
+
+    def draws(self, rows: np.ndarray, gen: torch.Generator | None = None) -> tuple[dict, None]:
+        return {"rows": torch.from_numpy(rows)}, None
+
+    def place(self, draws: dict) -> dict:
+        return {k: v if k == "rows" and not self.on_device else to_device(v, self.device) for k, v in draws.items()}
+
+    def apply(self, draws: dict, white: None) -> torch.Tensor:
+        if self.on_device:
+            return self.arr[draws["rows"]]
+        x = torch.from_numpy(np.asarray(self.arr[draws["rows"].numpy()], dtype=np.float32))
+        return to_device(x, self.device)  # page-locked, so the copy overlaps compute
 
 
 def class_weights(targets: torch.Tensor, n_classes: int, how: str) -> torch.Tensor | None:
@@ -366,6 +446,23 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, 
     p_true = torch.softmax(logits.float(), dim=1).gather(1, y[:, None])[:, 0]
     focal = (1 - p_true).pow(cfg.focal_gamma) * ce
     w = weight[y] if weight is not None else torch.ones_like(focal)
+    return (w * focal).sum() / w.sum()
+
+
+def capturable_loss_fn(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, cfg) -> torch.Tensor:
+    """``loss_fn``'s value (to rounding) without waiting for the GPU, so a CUDA graph can hold
+    it: PyTorch's label-smoothed, class-weighted cross-entropy selects the non-ignored targets
+    on the host. The same definitions: the smoothing term weighs each class by its weight, and
+    the mean is over the examples' weights."""
+    eps = cfg.label_smoothing
+    logp = torch.log_softmax(logits.float(), dim=1)
+    nll = -logp.gather(1, y[:, None])[:, 0]
+    w = weight[y] if weight is not None else torch.ones_like(nll)
+    if cfg.loss == "cross_entropy":
+        smooth = -(logp * weight[None, :] if weight is not None else logp).mean(dim=1)
+        return ((1 - eps) * (w * nll).sum() + eps * smooth.sum()) / w.sum()
+    ce = (1 - eps) * nll - eps * logp.mean(dim=1)  # unweighted per example, as loss_fn's
+    focal = (1 - logp.exp().gather(1, y[:, None])[:, 0]).pow(cfg.focal_gamma) * ce
     return (w * focal).sum() / w.sum()
 
 
@@ -439,6 +536,9 @@ class _Fit:
     use_amp: bool
     amp_dtype: torch.dtype
     floor_db: float  # the features' value of silence and padding (random_gain leaves it)
+    shape: tuple[int, int]  # a window's log-mel: mel bins, frames
+    graphable: bool  # full batches may be replayed as a CUDA graph (``GraphedStep``)
+    graph: GraphedStep | None = None  # captured at the first full batch that may use it
 
     def state(self, device: torch.device) -> dict:
         """What a checkpoint needs to continue this pass exactly."""
@@ -485,19 +585,175 @@ def _start(features: Features, params: Params, meta: ModelMeta, rows: np.ndarray
     steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
     # Two groups: the backbone at lr * backbone_lr_scale, the classifier at lr (the same update
     # as one group when the scale is 1).
+    # On a GPU the fused AdamW: one kernel for all parameters instead of several per tensor.
     optimizer = torch.optim.AdamW([{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale},
-                                   {"params": classifier, "lr": cfg.lr}], weight_decay=cfg.weight_decay)
+                                   {"params": classifier, "lr": cfg.lr}], weight_decay=cfg.weight_decay,
+                                  fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(round(cfg.warmup_epochs * steps_per_epoch), steps_per_epoch * epochs)
     )
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    # A CUDA graph replays fixed kernels on fixed memory: the batches' source must be in GPU
+    # memory, and mixup (a weight drawn per batch on the host), fp16's loss scaling (a check of
+    # the gradients on the host) and torch.compile's own graphs stay eager.
+    graphable = (cfg.cuda_graph and device.type == "cuda" and batches.on_device and not cfg.mixup
+                 and not cfg.compile and not scaler.is_enabled())
     gen = torch.Generator().manual_seed(cfg.seed)
     weight = class_weights(targets[rows], len(meta.labels), cfg.class_weight)
     return _Fit(model, forward, optimizer, scheduler, scaler, gen, batches,
                 weight.to(device) if weight is not None else None, rows, use_amp, amp_dtype,
-                features.spec.floor_db)
+                features.spec.floor_db, tuple(features.array.shape[1:]), graphable)
+
+
+def _draws(fit: _Fit, rows: np.ndarray, targets: torch.Tensor, cfg) -> tuple[dict, torch.Tensor | None]:
+    """Every random number of one training step, drawn from the training generator in a fixed
+    order (the batch's, the gains, the masks), and the labels: CPU tensors, plus the batch's
+    white noise where it has some."""
+    draws, white = fit.batches.draws(rows, fit.gen)
+    gain = gain_draws(len(rows), cfg.gain_db, fit.gen)
+    if gain is not None:
+        draws["gain"] = gain
+    draws |= mask_draws(len(rows), *fit.shape, cfg.freq_mask, cfg.time_mask, fit.gen)
+    draws["y"] = targets[rows]
+    return draws, white
+
+
+def _loss(fit: _Fit, draws: dict, white: torch.Tensor | None, cfg, device: torch.device,
+          captured: bool = False) -> torch.Tensor:
+    """The step's loss from its ``draws`` (placed on the device): the batch, augmented, through
+    the model. Mixup, if on, draws its weight and partners here. ``captured``: inside a CUDA
+    graph (no autocast cache of cast weights, a loss that does not wait for the GPU)."""
+    x = fit.batches.apply(draws, white)  # [b, n_mels, frames] on device
+    if "gain" in draws:
+        x = apply_gain(x, draws["gain"], fit.floor_db)
+    x = apply_masks(x, fit.model.mel_mean, draws)
+    y = y2 = draws["y"]
+    lam = 1.0
+    if cfg.mixup:
+        x, y, y2, lam = mixup(x, y, cfg.mixup, fit.gen)
+    criterion = capturable_loss_fn if captured else loss_fn
+    with torch.autocast(device.type, dtype=fit.amp_dtype, enabled=fit.use_amp, cache_enabled=not captured):
+        logits = fit.forward(x)
+        loss = criterion(logits, y, fit.weight, cfg)
+        if lam < 1.0:
+            loss = lam * loss + (1 - lam) * criterion(logits, y2, fit.weight, cfg)
+    return loss
+
+
+class NotCapturable(RuntimeError):
+    """The training step waits for the GPU somewhere, so it cannot be a CUDA graph."""
+
+
+@contextmanager
+def _sync_check():
+    """CUDA operations that wait for the GPU raise ``NotCapturable`` inside the block."""
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings():  # "a prototype feature": it is what tells us
+        warnings.simplefilter("ignore")
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    except RuntimeError as exc:
+        if "synchronizing CUDA operation" in str(exc):
+            raise NotCapturable(str(exc)) from exc
+        raise
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.cuda.set_sync_debug_mode(previous)
+
+
+class GraphedStep:
+    """A training step on a GPU, captured once as a CUDA graph and replayed for each full batch.
+
+    A small model's step is a few hundred kernels of a few microseconds each; launched one at a
+    time from Python, the GPU mostly waits (on an H100 the default CNN's eager step took about
+    10 ms for 1 ms of GPU work). Here the host draws the batch's random numbers exactly as the
+    eager step does (``_draws``), copies them in one transfer into fixed buffers, and one replay
+    runs the augmentation, the front-end, SpecAugment, the forward and backward passes and the
+    gradient clipping, into gradients that stay where the graph writes them. The fused AdamW
+    step and the schedule follow eagerly. The warm-up passes before the capture leave no trace:
+    batch-norm statistics and the CUDA random state are put back. They run with CUDA's
+    synchronization check on: an operation that waits for the GPU cannot be captured, and
+    raises ``NotCapturable`` before any capture starts.
+    """
+
+    def __init__(self, fit: _Fit, cfg, device: torch.device, draws: dict, white: torch.Tensor | None):
+        self.fit, self.cfg, self.device = fit, cfg, device
+        self.dtypes = {k: v.dtype for k, v in draws.items()}
+        self.packed = torch.empty(len(draws), len(draws["y"]), dtype=torch.float64, device=device)
+        self.white = None if white is None else torch.empty_like(white)
+        self._fill(draws, white)
+        model = fit.model
+        buffers = [t.detach().clone() for t in model.buffers()]
+        rng = torch.cuda.get_rng_state(device)
+        try:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side), _sync_check():
+                for _ in range(3):  # cuDNN picks its kernels, the allocator fills up
+                    model.zero_grad(set_to_none=True)
+                    self._body()
+            torch.cuda.current_stream(device).wait_stream(side)
+            model.zero_grad(set_to_none=True)  # the capture allocates the gradients it writes
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.loss = self._body()
+        except Exception:
+            model.zero_grad(set_to_none=True)
+            raise
+        finally:
+            with torch.no_grad():
+                for t, saved in zip(model.buffers(), buffers):
+                    t.copy_(saved)
+            torch.cuda.set_rng_state(rng, device)
+
+    def _fill(self, draws: dict, white: torch.Tensor | None) -> None:
+        # Every per-window number is exact in float64 (indices, labels, float32 draws, flags).
+        host = torch.stack([draws[k].to(torch.float64) for k in self.dtypes]).pin_memory()
+        self.packed.copy_(host, non_blocking=True)
+        if white is not None:
+            self.white.copy_(white)
+
+    def _body(self) -> torch.Tensor:
+        draws = {k: self.packed[i].to(dtype) for i, (k, dtype) in enumerate(self.dtypes.items())}
+        loss = _loss(self.fit, draws, self.white, self.cfg, self.device, captured=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.fit.model.parameters(), self.cfg.grad_clip)
+        return loss.detach()
+
+    def __call__(self, draws: dict, white: torch.Tensor | None) -> torch.Tensor:
+        """Run the step on these draws; the loss (overwritten by the next replay)."""
+        self._fill(draws, white)
+        self.graph.replay()
+        return self.loss
+
+
+def _step_loss(fit: _Fit, rows: np.ndarray, targets: torch.Tensor, cfg, device: torch.device,
+               frozen: bool) -> torch.Tensor:
+    """One step's forward and backward, leaving clipped gradients for the optimizer: replayed
+    as a CUDA graph where it may be (a full batch, the backbone not frozen), else eagerly."""
+    draws, white = _draws(fit, rows, targets, cfg)
+    if fit.graphable and not frozen and len(rows) == cfg.batch_size:
+        if fit.graph is None:
+            try:
+                fit.graph = GraphedStep(fit, cfg, device, draws, white)
+            except NotCapturable as exc:  # e.g. a registered model that reads a value on the host
+                fit.graphable = False
+                warnings.warn(f"train: the training step waits for the GPU, so it cannot be replayed as a CUDA "
+                              f"graph and runs eagerly ({exc}). Set train.cuda_graph: false to silence this.",
+                              stacklevel=2)
+        if fit.graph is not None:
+            return fit.graph(draws, white)
+    loss = _loss(fit, fit.batches.place(draws), white, cfg, device)
+    # A graph's gradients stay where it writes them: zeroed, not dropped, between its replays.
+    fit.optimizer.zero_grad(set_to_none=fit.graph is None)
+    fit.scaler.scale(loss).backward()
+    fit.scaler.unscale_(fit.optimizer)
+    nn.utils.clip_grad_norm_(fit.model.parameters(), cfg.grad_clip)
+    return loss
 
 
 def _epoch(fit: _Fit, targets: torch.Tensor, epoch: int, cfg, device: torch.device) -> dict:
@@ -506,6 +762,8 @@ def _epoch(fit: _Fit, targets: torch.Tensor, epoch: int, cfg, device: torch.devi
     model.train()
     frozen = epoch < cfg.freeze_epochs
     set_backbone_frozen(model, frozen)
+    if frozen:  # its gradients are for every parameter
+        fit.graph = None
     order = epoch_order(fit.rows, targets[fit.rows], cfg.sampler, fit.gen)
     # Summed on the device: a float() per batch would wait for the GPU at every step.
     loss_sum, seen = torch.zeros((), dtype=torch.float64, device=device), 0
@@ -514,24 +772,7 @@ def _epoch(fit: _Fit, targets: torch.Tensor, epoch: int, cfg, device: torch.devi
         rows = order[i : i + cfg.batch_size]
         if len(rows) < 2:  # batch norm cannot train on a single example
             continue
-        rows = np.sort(rows)
-        x = fit.batches(rows, fit.gen)  # [b, n_mels, frames] on device
-        y = targets[rows]
-        x = random_gain(x, cfg.gain_db, fit.floor_db, fit.gen)
-        x = spec_augment(x, model.mel_mean, cfg.freq_mask, cfg.time_mask, fit.gen)
-        y2, lam = y, 1.0
-        if cfg.mixup:
-            x, y, y2, lam = mixup(x, y, cfg.mixup, fit.gen)
-        y, y2 = (t.to(device, non_blocking=True) for t in (y, y2))
-        with torch.autocast(device.type, dtype=fit.amp_dtype, enabled=fit.use_amp):
-            logits = fit.forward(x)
-            loss = loss_fn(logits, y, fit.weight, cfg)
-            if lam < 1.0:
-                loss = lam * loss + (1 - lam) * loss_fn(logits, y2, fit.weight, cfg)
-        fit.optimizer.zero_grad(set_to_none=True)
-        fit.scaler.scale(loss).backward()
-        fit.scaler.unscale_(fit.optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        loss = _step_loss(fit, np.sort(rows), targets, cfg, device, frozen)
         fit.scaler.step(fit.optimizer)
         fit.scaler.update()
         fit.scheduler.step()

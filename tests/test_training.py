@@ -1,4 +1,5 @@
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -266,6 +267,57 @@ def test_rng_state_includes_cuda_and_restores_it():
     torch.rand(100, device=dev)
     restore_rng_state(state, dev)
     assert torch.equal(torch.rand(3, device=dev), first)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
+@pytest.mark.parametrize("waveform", [True, False], ids=["waveform batches", "stored features"])
+def test_cuda_graph_replays_every_full_batch_and_trains_as_the_eager_step(tone_dataset: Path, tmp_path: Path,
+                                                                           monkeypatch, waveform: bool):
+    """On a GPU each full batch replays one captured CUDA graph. In fp32 without dropout it
+    trains as the eager step does, to rounding (cuDNN's kernels need not repeat to the bit):
+    the same draws, and the warm-up before the capture leaves batch-norm statistics alone."""
+    import audioflow.training as tr
+
+    base = {"data.root": str(tone_dataset), "data.group_column": "speaker", "features.window_s": 0.5,
+            "features.n_mels": 32, "split.val_fraction": 0.2, "split.test_fraction": 0.2,
+            "model.cnn.channels": [8, 16], "model.cnn.dropout": 0.0, "train.epochs": 3, "train.batch_size": 8,
+            "train.lr": 0.01, "train.refit": False, "train.amp": False, "train.device": "cuda"}
+    if not waveform:
+        base |= {"train.shift": 0.0, "train.speed": 0.0, "train.noise_prob": 0.0}
+    eager, graphed = (load_params("absent.yaml", base | {"train.cuda_graph": on}) for on in (False, True))
+    ds = ingest(eager.data, progress=False)
+    feats = featurize(ds, eager.features, tmp_path / "features", progress=False)
+    table = split_mod.split_files(ds.files, eager.split)
+    replays, real = [], tr.GraphedStep.__call__
+    monkeypatch.setattr(tr.GraphedStep, "__call__", lambda self, *a: replays.append(1) or real(self, *a))
+    a = train(feats, table, eager, tmp_path / "eager", progress=False)
+    assert not replays
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # "could not be captured" would fall back silently
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        b = train(feats, table, graphed, tmp_path / "graphed", progress=False)
+    n_train = len(rows_for(feats, table, "train"))
+    assert len(replays) == 3 * (n_train // 8) > 0  # the last, partial batch runs eagerly
+    for column in ("train_loss", "val_loss"):
+        np.testing.assert_allclose([h[column] for h in b.history], [h[column] for h in a.history], rtol=1e-3)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "focal"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_cuda_graph_loss_is_the_loss(loss: str, smoothing: float, weighted: bool):
+    """Inside a CUDA graph the loss is computed without PyTorch's host-side selection of
+    targets; it has the same definition, class weights and label smoothing included."""
+    from audioflow.config import TrainConfig
+    from audioflow.training import capturable_loss_fn, loss_fn
+
+    gen = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(16, 5, generator=gen) * 3, torch.randint(0, 5, (16,), generator=gen)
+    weight = torch.rand(5, generator=gen) + 0.5 if weighted else None
+    cfg = TrainConfig(loss=loss, label_smoothing=smoothing, focal_gamma=2.0)
+    expected = loss_fn(logits, y, weight, cfg)
+    torch.testing.assert_close(capturable_loss_fn(logits, y, weight, cfg), expected, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(capturable_loss_fn(logits, y.roll(1), weight, cfg), expected)  # it reads the labels
 
 
 # --------------------------------------------------------------------------- augmentation, imbalance
