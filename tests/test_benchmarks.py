@@ -145,16 +145,18 @@ def test_train_throughput_smoke(tmp_path: Path):
 
 
 def test_train_amp_smoke(tmp_path: Path):
-    """On a machine without CUDA it trains on the CPU, where AMP is off: only the script is checked."""
+    """On a machine without CUDA it trains on the CPU, where AMP and the CUDA graph are off: only
+    the script is checked."""
     result = tmp_path / "amp.json"
     out = run_benchmark("train_amp", "--n-recordings", "60", "--epochs", "2", "--repeats", "1",
                         "--set", "model.cnn.channels=[4,8]", "--set", "validate.min_per_class=3",
                         "--json", result, tmp_path=tmp_path)
-    assert "AMP / fp32:" in out
+    assert "the defaults (AMP, CUDA graph) / fp32 eager:" in out
     r = json.loads(result.read_text())
-    assert r["benchmark"] == "train_amp" and set(r["seconds_per_epoch"]) == {"fp32", "amp"}
+    sides = {"fp32 eager", "amp eager", "fp32 graph", "amp graph"}
+    assert r["benchmark"] == "train_amp" and set(r["seconds_per_epoch"]) == sides
     assert all(len(s) == 1 and s[0] > 0 for s in r["seconds_per_epoch"].values())  # epoch 1 is not counted
-    assert r["ratio_vs_fp32"]["fp32"] == 1.0 and r["ratio_vs_fp32"]["amp"] > 0
+    assert r["ratio_vs_fp32"]["fp32 eager"] == 1.0 and all(r["ratio_vs_fp32"][s] > 0 for s in sides)
 
 
 def test_every_benchmark_has_a_smoke_run_and_is_in_make_bench():
