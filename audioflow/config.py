@@ -106,7 +106,7 @@ class FeaturesConfig(_Section):
     # peak: dB re each window's loudest cell (a recording's gain does not move its features);
     # absolute: dB re full scale (the level itself is a feature). features.py, power_to_db.
     level: Literal["peak", "absolute"] = "peak"
-    top_db: float = Field(80.0, gt=0, le=200)  # level peak: dB kept below the peak; the floor
+    top_db: float = Field(50.0, gt=0, le=200)  # level peak: dB kept below the peak; the floor
     batch_size: int = Field(16, ge=1)  # windows per featurize batch; small batches stay in CPU cache
     device: Literal["auto", "cpu", "cuda"] = "auto"
     shards: int = Field(1, ge=1, le=256)  # parallel featurize tasks on Kubeflow (merged: same bytes)
@@ -222,7 +222,7 @@ class TrainConfig(_Section):
     # Augmentation of training batches, vectorized on the log-mel batch: a random gain per
     # example (a dB offset, exact on log-mel; silence stays silence), and mixup (pairs of
     # examples and their labels mixed, weight ~ Beta(mixup, mixup)).
-    gain_db: float = Field(6.0, ge=0, le=40)  # uniform in +-gain_db; 0 = off
+    gain_db: float = Field(10.0, ge=0, le=40)  # uniform in +-gain_db; 0 = off
     mixup: float = Field(0.0, ge=0)  # Beta alpha; 0 = off
     # Augmentation on the waveform: each training window is cut afresh from the decoded
     # recording (features/audio.npy) and run through the front-end per batch (on the GPU when

@@ -179,7 +179,7 @@ def test_demo_model_card_says_what_the_files_say(demo_run):
     split = json.loads((demo_run["artifacts"]["split"] / "split.json").read_text())
     assert f"| all | {split['counts']['train']} | {split['counts']['val']} | {split['counts']['test']} |" in card
     assert "by `patient`" in card
-    assert "log-mel (dB re each window's loudest cell, 80 dB kept" in card  # features.level: peak
+    assert "log-mel (dB re each window's loudest cell, 50 dB kept" in card  # features.level: peak
 
 
 def test_demo_without_calibration_serves_the_plain_softmax(demo_run, tmp_path: Path):

@@ -56,7 +56,7 @@ def test_peak_level_ignores_the_recording_gain_and_keeps_silence_at_the_floor():
 def test_peak_level_is_the_default_and_recorded_in_the_spec():
     cfg = FeaturesConfig(window_s=1.0)
     spec = FeatureSpec.resolve(cfg, 8000)
-    assert (spec.level, spec.top_db, spec.floor_db) == ("peak", 80.0, -80.0)
+    assert (spec.level, spec.top_db, spec.floor_db) == ("peak", 50.0, -50.0)
     assert spec.front_end().level == "peak"
     old = FeatureSpec(**{k: v for k, v in spec.to_dict().items() if k not in ("level", "top_db")})
     assert (old.level, old.floor_db) == ("absolute", pytest.approx(10 * np.log10(LOG_FLOOR)))  # earlier models
