@@ -265,7 +265,29 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, gen: torch.Generator):
     return lam * x + (1 - lam) * x[to_device(perm, x.device)], y, y[to_device(perm, y.device)], lam
 
 
-class WaveformBatches:
+class _Batches:
+    """A source of training batches in two halves: ``draws`` (the host's random numbers for the
+    rows, CPU tensors) and ``apply`` (the arithmetic, on the device), so a CUDA graph can replay
+    the second (``GraphedStep``). ``STORE_KEYS`` are the draws used where the source is (GPU
+    memory when ``on_device``, else the CPU); the rest go to the training device."""
+
+    STORE_KEYS: tuple[str, ...] = ()
+    device: torch.device
+    on_device: bool
+
+    def __call__(self, rows: np.ndarray, gen: torch.Generator | None = None) -> torch.Tensor:
+        """Log-mel [b, n_mels, frames] on the device for window ``rows``."""
+        draws, white = self.draws(rows, gen)
+        return self.apply(self.place(draws), white)
+
+    def place(self, draws: dict) -> dict:
+        """``draws`` where they are used. Only these per-row numbers cross to the device, so no
+        batch-sized index array is copied."""
+        at = self.device if self.on_device else torch.device("cpu")
+        return {k: to_device(v, at if k in self.STORE_KEYS else self.device) for k, v in draws.items()}
+
+
+class WaveformBatches(_Batches):
     """Training windows cut afresh from the decoded recordings, augmented, then featurized.
 
     For each window row: a random shift (``train.shift``, a fraction of the window; inside a
@@ -276,12 +298,9 @@ class WaveformBatches:
     Every draw comes from the training generator, so a resumed run draws the same batches.
     The gather is one vectorized index into the flat audio store: the memmap on the CPU, or a
     copy in GPU memory when training runs there and it fits (``fits_on``).
-
-    Two halves: ``draws`` (the host's random numbers, a few per window) and ``apply`` (the
-    arithmetic, on the device), so a CUDA graph can replay the second (``GraphedStep``).
     """
 
-    STORE_KEYS = ("first", "length", "offset")  # draws used where the store is
+    STORE_KEYS = ("first", "length", "offset")
 
     def __init__(self, features: Features, cfg, device: torch.device):
         index = features.index
@@ -301,11 +320,6 @@ class WaveformBatches:
         # afresh per batch (so a resumed run draws the same): a batch's normal draws made on the
         # CPU and copied over took longer than the model's step.
         self.noise_gen = torch.Generator(device=device) if device.type == "cuda" else None
-
-    def __call__(self, rows: np.ndarray, gen: torch.Generator) -> torch.Tensor:
-        """Log-mel [b, n_mels, frames] on the device for window ``rows``, augmented afresh."""
-        draws, white = self.draws(rows, gen)
-        return self.apply(self.place(draws), white)
 
     def waveforms(self, rows: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The augmented windows [b, window_samples] and where each holds its recording (the
@@ -342,12 +356,6 @@ class WaveformBatches:
                 "offset": torch.from_numpy(self.offset[rows]), "factor": factor,
                 "noise_on": u_noise < cfg.noise_prob, "snr_db": lo + u_snr * (hi - lo),
                 "beta": 2 * u_colour}, white
-
-    def place(self, draws: dict) -> dict:
-        """``draws`` where they are used: the store's on its device, the rest on the training
-        device. Only these per-window numbers cross, so no batch-sized index array is copied."""
-        at = self.store.device if self.on_device else torch.device("cpu")
-        return {k: to_device(v, at if k in self.STORE_KEYS else self.device) for k, v in draws.items()}
 
     def apply(self, draws: dict, white: torch.Tensor) -> torch.Tensor:
         """The log-mel of the windows ``draws`` (placed) describe."""
@@ -404,24 +412,20 @@ def fits_on(device: torch.device, nbytes: int, share: float = 0.25) -> bool:
     return nbytes <= share * free
 
 
-class FeatureBatches:
+class FeatureBatches(_Batches):
     """Stored log-mel windows by row: from the memmap, or from GPU memory when training runs
-    on CUDA and the array fits there (no host-to-device copy per batch). The same two halves
-    as ``WaveformBatches``; the only draw is the rows."""
+    on CUDA and the array fits there (no host-to-device copy per batch). The only draw is the
+    rows."""
+
+    STORE_KEYS = ("rows",)
 
     def __init__(self, arr: np.ndarray, device: torch.device):
         self.device = device
         self.arr = torch.from_numpy(np.asarray(arr)).to(device) if fits_on(device, arr.nbytes) else arr
         self.on_device = isinstance(self.arr, torch.Tensor)
 
-    def __call__(self, rows: np.ndarray, gen: torch.Generator | None = None) -> torch.Tensor:
-        return self.apply(self.place(self.draws(rows, gen)[0]), None)
-
     def draws(self, rows: np.ndarray, gen: torch.Generator | None = None) -> tuple[dict, None]:
         return {"rows": torch.from_numpy(rows)}, None
-
-    def place(self, draws: dict) -> dict:
-        return {k: v if k == "rows" and not self.on_device else to_device(v, self.device) for k, v in draws.items()}
 
     def apply(self, draws: dict, white: None) -> torch.Tensor:
         if self.on_device:
@@ -646,13 +650,17 @@ class NotCapturable(RuntimeError):
     """The training step waits for the GPU somewhere, so it cannot be a CUDA graph."""
 
 
+def _set_sync_debug_mode(mode: int | str) -> None:
+    with warnings.catch_warnings():  # "a prototype feature": it is what tells us
+        warnings.simplefilter("ignore")
+        torch.cuda.set_sync_debug_mode(mode)
+
+
 @contextmanager
 def _sync_check():
     """CUDA operations that wait for the GPU raise ``NotCapturable`` inside the block."""
     previous = torch.cuda.get_sync_debug_mode()
-    with warnings.catch_warnings():  # "a prototype feature": it is what tells us
-        warnings.simplefilter("ignore")
-        torch.cuda.set_sync_debug_mode("error")
+    _set_sync_debug_mode("error")
     try:
         yield
     except RuntimeError as exc:
@@ -660,9 +668,7 @@ def _sync_check():
             raise NotCapturable(str(exc)) from exc
         raise
     finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.cuda.set_sync_debug_mode(previous)
+        _set_sync_debug_mode(previous)
 
 
 class GraphedStep:
