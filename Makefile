@@ -7,7 +7,7 @@ export UV_COMPILE_BYTECODE := 1
 RUN := $(UV) run --frozen --all-extras --quiet
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: demo test setup lint bench clean help
+.PHONY: demo test setup lint images bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,6 +41,11 @@ test: setup tools/azurite/node_modules/.installed  ## lint, then run the test su
 	$(RUN) hadolint docker/Dockerfile*
 	$(RUN) pytest $(PYTEST_ARGS)
 
+# Both images with docker or podman (docker/build.sh): from local bases made with mmdebstrap
+# when the public ones cannot be pulled; then a smoke test (a tiny training run, its model served).
+images: setup  ## build the steps and serve images and smoke-test them (docker/build.sh)
+	docker/build.sh
+
 lint: setup  ## ruff, and hadolint on the Dockerfiles
 	$(RUN) ruff check audioflow steps pipelines tests benchmarks
 	$(RUN) hadolint docker/Dockerfile*
@@ -54,6 +59,7 @@ lint: setup  ## ruff, and hadolint on the Dockerfiles
 # then accuracy on FSDD with the defaults: the official split and leave one speaker out,
 # 6 folds + the final model (~40 min on 2 cores; skips without FSDD).
 bench: setup  ## every benchmark in benchmarks/, ~50 min (see docs/BENCHMARKS.md)
+	$(RUN) python -m benchmarks.images
 	$(RUN) python -m benchmarks.featurize_vs_librosa
 	$(RUN) python -m benchmarks.zenml_runs
 	$(RUN) python -m benchmarks.stage_costs

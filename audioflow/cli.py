@@ -355,7 +355,8 @@ def cmd_kubeflow_run_local(args) -> int:
     kubeflow = _kubeflow_front()
     params = _params(args)
     outputs = kubeflow.run_local(args.pipeline_root, args.data_root or params.data.root, args.params,
-                                 _overrides(args), args.config)
+                                 _overrides(args), args.config, image=args.image,
+                                 checkpoint_root=args.checkpoint_root, checkpoint_run=args.checkpoint_run)
     lay = _layout(args)
     from audioflow import stages
 
@@ -526,6 +527,14 @@ def build_parser() -> argparse.ArgumentParser:
                                   "component, no cluster), then copy its metrics and model to OUTPUTS.")
     q.add_argument("--pipeline-root", default=".kfp-local", help="where KFP writes artifacts (default: .kfp-local)")
     q.add_argument("--data-root", help="data folder or URL (default: data.root from params)")
+    q.add_argument("--image", help="run every component in a container of this steps image (kfp.local's "
+                                   "DockerRunner: Docker, or podman's Docker API through DOCKER_HOST) instead "
+                                   "of a subprocess, e.g. localhost/audioflow-steps:dev from `make images`")
+    q.add_argument("--checkpoint-root", help="where train keeps its resumable checkpoint, e.g. an s3:// URL "
+                                             "(default: checkpoints in --config)")
+    q.add_argument("--checkpoint-run", default="", help="resume the training of an earlier run that stopped "
+                                                        "(its checkpoint is under --checkpoint-root/RUN): "
+                                                        "that run's id, or any name both runs are given")
     q.set_defaults(fn=cmd_kubeflow_run_local)
 
     p = sub.add_parser("predict", help="classify audio files, folders or globs with an exported ONNX model",

@@ -18,6 +18,7 @@ into the same bytes as one featurize.
 """
 
 import json
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,6 +32,8 @@ from audioflow.errors import AudioflowError
 from audioflow.stages import STAGES
 
 PIPELINE_NAME = "audioflow-training"
+# On every container of `run_local(image=...)`, valued with the run's pipeline root.
+CONTAINER_LABEL = "io.audioflow.pipeline-root"
 
 
 # --------------------------------------------------------------------------- settings
@@ -148,15 +151,16 @@ def split(dataset: Input[Dataset], validation: Input[Dataset], sections: str, sp
 
 
 def train(features: Input[Dataset], split: Input[Dataset], sections: str, trained_model: Output[Model],
-          training_curves: Output[HTML], checkpoint_root: str = "", run_id: str = ""):
-    """With ``checkpoint_root`` (object storage) a retried pod resumes from the last epoch."""
+          training_curves: Output[HTML], checkpoint_root: str = "", run_id: str = "", checkpoint_run: str = ""):
+    """With ``checkpoint_root`` (object storage) a retried pod resumes from the last epoch; with
+    ``checkpoint_run`` (an earlier run's id) a new run resumes that run's training."""
     from pathlib import Path
 
     from audioflow import stages
 
     params, out = stages.params_from_json(sections), Path(trained_model.path)
-    with stages.checkpoint_store(checkpoint_root, run_id, params, Path(features.path), Path(split.path),
-                                 out / "checkpoint") as upload:
+    with stages.checkpoint_store(checkpoint_root, checkpoint_run or run_id, params, Path(features.path),
+                                 Path(split.path), out / "checkpoint") as upload:
         stages.train(params, Path(features.path), Path(split.path), out, progress=False, on_checkpoint=upload)
     Path(training_curves.path).write_text(stages.png_page(out / "training_curves.png", "Training curves"))
 
@@ -252,13 +256,14 @@ def build_pipeline(params: Params, settings: KfpSettings):
                            # One line: KFP copies defaults into the YAML's header comment, and a
                            # multi-line string there breaks the file (JSON is YAML too).
                            params_yaml: str = json.dumps(params.to_dict()),
-                           checkpoint_root: str = settings.checkpoints,
+                           checkpoint_root: str = settings.checkpoints, checkpoint_run: str = "",
                            ) -> NamedTuple("Outputs", [("features", Dataset), ("evaluation", Dataset),
                                                        ("onnx_model", Model)]):
         sections = step("configure", "configure", params_yaml=params_yaml, overrides=overrides,
                         data_root=data_root).set_caching_options(False).outputs
         made, producer = {}, {}  # artifact name -> task output / task
-        extra = {"train": {"checkpoint_root": checkpoint_root, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}}
+        extra = {"train": {"checkpoint_root": checkpoint_root, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                           "checkpoint_run": checkpoint_run}}
         for stage in (s for s in STAGES.values() if not s.per_fold):
             inputs = {a: made[a] for a in stage.inputs} | extra.get(stage.name, {})
             if stage.name == "featurize" and n_shards > 1:
@@ -290,11 +295,18 @@ def compile_pipeline(out: str | Path, params_path: str | Path = "params.yaml", o
 
 
 def run_local(pipeline_root: str | Path, data_root: str, params_path: str | Path = "params.yaml",
-              overrides: dict | None = None, settings_path: str | Path = "configs/kfp.yaml") -> dict[str, Path]:
-    """Run the same pipeline on this machine under ``kfp.local`` (no cluster, no containers).
+              overrides: dict | None = None, settings_path: str | Path = "configs/kfp.yaml",
+              image: str | None = None, checkpoint_root: str | None = None,
+              checkpoint_run: str = "") -> dict[str, Path]:
+    """Run the same pipeline on this machine under ``kfp.local`` (no cluster).
 
-    Each component runs as a subprocess of this Python environment; KFP's local runner ignores
-    resources, retries, caching and secrets. Each component's command writes its source to a
+    Without ``image`` each component runs as a subprocess of this Python environment. With
+    ``image`` (the steps image, e.g. ``localhost/audioflow-steps:dev``) each one runs in its own
+    container of that image through ``kfp.local.DockerRunner`` (Docker, or podman's Docker API
+    through ``DOCKER_HOST``), as the image's user, on the host's network so that an object store
+    on 127.0.0.1 answers, with the host's ``AWS_*`` variables: it sees only its image, the
+    pipeline root (mounted at the same path) and the data URL. KFP's local runner ignores
+    resources, retries, caching and secrets. A subprocess component writes its source to a
     ``mktemp -d`` folder (harmless in a pod, left behind here), so the run gets a private
     temporary directory that goes with it.
     """
@@ -304,17 +316,51 @@ def run_local(pipeline_root: str | Path, data_root: str, params_path: str | Path
     from kfp import local
 
     params = load_params(params_path, overrides)
-    pipeline = build_pipeline(params, load_settings(settings_path))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-               raise_on_error=True)
+    pipeline = build_pipeline(params, load_settings(settings_path, image))
+    pipeline_root = Path(pipeline_root).resolve()
+    if image:
+        # The image's user (uid 1000) writes the artifacts into the mounted pipeline root.
+        pipeline_root.mkdir(parents=True, exist_ok=True)
+        pipeline_root.chmod(0o777)
+        passed = ("AWS_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
+        env = {k: v for k, v in os.environ.items() if k.startswith(passed)}
+        # The command KFP gives a component is the container's whole command line, as on a
+        # cluster (where it replaces the entrypoint): /usr/bin/env stands in for the image's
+        # `audioflow` entrypoint. A read-only root: a component writes only to the pipeline
+        # root and /tmp, as in a pod with a read-only root filesystem.
+        runner = local.DockerRunner(network_mode="host", environment=env, entrypoint=["/usr/bin/env"],
+                                    read_only=True, tmpfs={"/tmp": "rw,size=2g"},
+                                    labels={CONTAINER_LABEL: str(pipeline_root)})
+    else:
+        runner = local.SubprocessRunner(use_venv=False)
+    local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
+    run_args = {"data_root": data_root, "overrides": dict(overrides or {}), "checkpoint_run": checkpoint_run}
+    if checkpoint_root is not None:
+        run_args["checkpoint_root"] = checkpoint_root
     before = os.environ.get("TMPDIR")
     with tempfile.TemporaryDirectory(prefix="audioflow-kfp-local-") as scratch:
         os.environ["TMPDIR"] = scratch
         try:
-            task = pipeline(data_root=data_root, overrides=dict(overrides or {}))
+            task = pipeline(**run_args)
+            outputs = {name: Path(artifact.path) for name, artifact in task.outputs.items()}
+        except (ValueError, KeyError, RuntimeError) as exc:
+            failed = _failed_task(str(exc))
+            if failed is None:
+                raise
+            raise AudioflowError(f"Kubeflow task {failed!r} failed: its log is above") from None
         finally:
             if before is None:
                 os.environ.pop("TMPDIR", None)
             else:
                 os.environ["TMPDIR"] = before
-    return {name: Path(artifact.path) for name, artifact in task.outputs.items()}
+    return outputs
+
+
+def _failed_task(message: str) -> str | None:
+    """The task a kfp.local error names, or None. kfp.local's DockerRunner reads a container's
+    exit code after the container was auto-removed, so a failed component can read as a success
+    without outputs, and the pipeline fails where the next task looks for them."""
+    message = re.sub(r"\x1b\[[0-9;]*m", "", message)  # kfp colours its names
+    m = (re.search(r"from task '([^']+)', but task '\1' not found", message)
+         or re.search(r"Inner task failed: ([\w-]+)", message))
+    return m.group(1) if m else None

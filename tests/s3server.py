@@ -82,6 +82,7 @@ class S3Server:
     log: Path
     buckets: list[str] = field(default_factory=list)
     sockets: list[Path] = field(default_factory=list)  # weed's, in /tmp whatever TMPDIR says
+    launch: tuple = ()  # (cmd, workdir): what restart() runs again
 
     @classmethod
     def start(cls, workdir: Path, timeout: float = 90.0) -> S3Server:
@@ -115,15 +116,25 @@ class S3Server:
         # Read from the working directory: 2 volumes per new bucket instead of 7.
         (workdir / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 2\ncopy_other = 1\n")
         log = workdir / "weed.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=os.environ | {"TMPDIR": str(workdir / "tmp")})
-        server = cls(f"http://127.0.0.1:{s3}", key, secret, proc, log)
+        server = cls(f"http://127.0.0.1:{s3}", key, secret, cls._launch(cmd, workdir, log), log,
+                     launch=(cmd, workdir))
         # ...and the gRPC ones it always puts in /tmp, named by port: removed in stop().
         server.sockets = [Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock") for name, port in
                           (("master", master_grpc), ("volume", volume_grpc), ("filer", filer_grpc),
                            ("s3", s3_grpc))]
         return ready_or_stopped(server, timeout)
+
+    @staticmethod
+    def _launch(cmd: list[str], workdir: Path, log: Path) -> subprocess.Popen:
+        with open(log, "ab") as out:
+            return subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=os.environ | {"TMPDIR": str(workdir / "tmp")})
+
+    def restart(self, timeout: float = 90.0) -> S3Server:
+        """Start the stopped server again: same ports, same data, same keys."""
+        assert self.proc.poll() is not None, "stop() it first"
+        self.proc = self._launch(*self.launch, self.log)
+        return ready_or_stopped(self, timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         """Until a bucket can be created and an object written and read back (volumes up)."""

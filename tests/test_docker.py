@@ -1,11 +1,10 @@
-"""The steps image (docker/), checked without a Docker engine.
+"""The Dockerfiles and build scripts (docker/), read without a container engine.
 
 hadolint lints every Dockerfile; the Dockerfile's promises are read from the file itself (a
-non-root USER, `audioflow` as ENTRYPOINT, nothing of data/, artifacts/ or outputs/ copied in);
-.dockerignore is checked with Docker's matching rules (docker-py's implementation, which ZenML's
-image builders use too); and the slow test runs the build stage's own COPY and RUN instructions, read from the
-Dockerfile, in a temporary directory, then the ENTRYPOINT with docker/build.sh's smoke-test
-arguments from the environment those commands installed.
+non-root USER, `audioflow` as ENTRYPOINT, nothing of data/, artifacts/ or outputs/ copied in,
+the dependencies installed before the code arrives); .dockerignore is checked with Docker's
+matching rules (docker-py's implementation). tests/test_containers.py builds the images and
+runs them.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +34,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NU
 
 @dataclass
 class Stage:
-    base: str
+    base: str  # as written: ${PYTHON_IMAGE} stands for the ARG's default (Dockerfile.args)
     name: str | None
     instructions: list[tuple[str, str]] = field(default_factory=list)
 
@@ -48,8 +46,22 @@ class Stage:
         return dict(pairs)
 
 
+def global_args(path: Path) -> dict[str, str]:
+    """The ARGs before the first FROM, with their defaults: what a FROM may name."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.upper().startswith("FROM "):
+            break
+        if line.upper().startswith("ARG "):
+            name, _, default = line[4:].strip().partition("=")
+            out[name] = default
+    return out
+
+
 def parse_dockerfile(path: Path) -> list[Stage]:
-    """The stages of a Dockerfile: continuation lines joined, comments dropped."""
+    """The stages of a Dockerfile: continuation lines joined, comments dropped, a FROM's
+    ${ARG} replaced by that global ARG's default."""
+    defaults = global_args(path)
     stages: list[Stage] = []
     pending = ""
     for raw in path.read_text().splitlines():
@@ -65,7 +77,10 @@ def parse_dockerfile(path: Path) -> list[Stage]:
         if instr == "FROM":
             words = args.split()
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
-            stages.append(Stage(base=words[0], name=name))
+            base = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], words[0])
+            stages.append(Stage(base=base, name=name))
+        elif not stages:
+            continue  # the global ARGs, read by global_args
         else:
             stages[-1].instructions.append((instr, args))
     return stages
@@ -130,7 +145,8 @@ def test_build_script_parses_and_explains_itself(tmp_path: Path):
     nodocker = subprocess.run(["bash", str(BUILD_SH)], capture_output=True, text=True, timeout=30, env=env)
     assert nodocker.returncode == 1 and "not found" in nodocker.stderr
     # It builds this Dockerfile from the repository root, and the smoke test uses the entry point.
-    assert '--file "$root/docker/Dockerfile"' in text and '"$root"\n' in text
+    assert '--file "$root/docker/$file"' in text and 'build "$image" Dockerfile ' in text
+    assert 'build "$serve_image" Dockerfile.serve' in text
     assert shell_array(BUILD_SH, "RUN_ARGS")[0] == "run"
     if shutil.which("shellcheck"):  # optional: not a dependency of the project
         sc = subprocess.run(["shellcheck", str(BUILD_SH)], capture_output=True, text=True, timeout=60)
@@ -157,17 +173,20 @@ def test_final_stage_runs_audioflow_as_a_non_root_user(dockerfile: Path):
 
 
 @BOTH
-def test_base_images_and_uv_are_pinned(dockerfile: Path):
+def test_base_images_and_uv_are_pinned_build_arguments(dockerfile: Path):
+    """Public bases by default, each a build argument, so a site without a registry builds
+    from local ones (docker/local-base.sh); the Python of the lock's tested environment."""
+    args = global_args(dockerfile)
+    assert set(args) == {"PYTHON_IMAGE", "UV_IMAGE"}
+    for image in args.values():
+        assert re.match(r"\d+\.\d+\.\d+", image.rpartition(":")[2]), f"{image}: pin a full version"
+    assert args["PYTHON_IMAGE"].startswith("docker.io/library/python:")
+    assert args["PYTHON_IMAGE"].split(":")[1].startswith(f"{sys.version_info.major}.{sys.version_info.minor}.")
+    assert args["UV_IMAGE"].startswith("ghcr.io/astral-sh/uv:")
     stages = parse_dockerfile(dockerfile)
-    external = [s.base for s in stages if s.base not in {t.name for t in stages}]
-    for image in external:
-        tag = image.rpartition(":")[2]
-        assert re.match(r"\d+\.\d+\.\d+", tag), f"{image}: pin a full version"
-    python = [img for img in external if img.startswith("python:")]
-    assert python and len(set(python)) == 1, "build and final stage share one Python image"
-    # The Python of the environment the lock is tested with here.
-    assert python[0].split(":")[1].startswith(f"{sys.version_info.major}.{sys.version_info.minor}.")
-    assert any(img.startswith("ghcr.io/astral-sh/uv:") for img in external)
+    assert [s.base for s in stages] == [args["UV_IMAGE"], args["PYTHON_IMAGE"]]
+    # Both Dockerfiles pin the same bases; local-base.sh reads uv's version from docker/Dockerfile.
+    assert args == global_args(DOCKERFILE)
 
 
 @BOTH
@@ -181,35 +200,34 @@ def test_nothing_of_data_artifacts_or_outputs_is_copied_in(dockerfile: Path):
                 assert top not in KEPT_OUT and top not in {".", "*"}, f"COPY {args}"
 
 
+def runs_and_copies(dockerfile: Path) -> list[tuple[str, str]]:
+    final = parse_dockerfile(dockerfile)[-1]
+    return [(i, a) for i, a in final.instructions if i in ("COPY", "RUN") and "groupadd" not in a]
+
+
 @BOTH
 def test_dependencies_install_before_the_code_arrives(dockerfile: Path):
-    """A code edit must not reinstall torch: the first sync sees only pyproject.toml and uv.lock."""
-    build = next(s for s in parse_dockerfile(dockerfile) if s.name == "build")
-    steps = [(i, a) for i, a in build.instructions if i in ("COPY", "RUN") and "--from" not in a]
-    copied: list[str] = []
-    runs = []
-    for instr, args in steps:
-        if instr == "COPY":
-            copied += copy_args(args)[1]
-        else:
-            runs.append((args, list(copied)))
-    assert [args.split()[:2] for args, _ in runs] == [["uv", "sync"]] * 2
-    (deps, before_deps), (project, before_project) = runs
-    assert sorted(before_deps) == ["pyproject.toml", "uv.lock"] and "--no-install-project" in deps
-    assert "audioflow" in before_project and "--no-install-project" not in project
-    for args, _ in runs:
-        assert {"--frozen", "--no-dev", "--no-editable"} <= set(args.split()), args
-        assert "--mount" not in args  # BuildKit-only; ZenML's docker-py builder lacks it
-
-
-def sync_commands(dockerfile: Path) -> list[str]:
-    build = next(s for s in parse_dockerfile(dockerfile) if s.name == "build")
-    return [args for args in build.all("RUN") if args.startswith("uv sync")]
+    """A code edit must not reinstall torch: the dependency layer sees only pyproject.toml and
+    uv.lock, and COPY (not a bind mount, whose contents buildah's layer cache does not see)
+    brings each in, so a changed lock or code file does rebuild its layer."""
+    steps = runs_and_copies(dockerfile)
+    assert [i for i, _ in steps] == ["COPY", "RUN", "COPY", "COPY", "RUN"], steps
+    (_, lock), (_, deps), (_, readme), (_, code), (_, project) = steps
+    assert copy_args(lock)[1] == ["pyproject.toml", "uv.lock"]
+    assert "uv sync --frozen --no-dev" in deps and "--no-install-project --no-editable" in deps
+    assert [copy_args(readme)[1], copy_args(code)[1]] == [["README.md"], ["audioflow"]]
+    assert "uv pip install --python /opt/venv/bin/python --no-deps ." in project
+    for _, args in (steps[1], steps[4]):
+        # uv from its image and a cache mount; nothing of either stays in a layer.
+        assert "--mount=from=uv,source=/uv,target=/usr/local/bin/uv" in args
+        assert "--mount=type=cache,target=/root/.cache/uv" in args
+        assert "type=bind" not in args
 
 
 def test_the_steps_image_has_every_extra_and_the_serve_image_none():
-    assert all("--extra all" in args for args in sync_commands(DOCKERFILE))
-    assert all("--extra" not in args and "--all-extras" not in args for args in sync_commands(SERVE_DOCKERFILE))
+    assert "--extra all" in runs_and_copies(DOCKERFILE)[1][1]
+    serve = runs_and_copies(SERVE_DOCKERFILE)[1][1]
+    assert "--extra" not in serve and "--all-extras" not in serve
 
 
 def test_the_serve_image_has_a_health_check_and_serves_on_its_port():
@@ -247,172 +265,3 @@ def test_every_copied_path_is_in_the_real_build_context(dockerfile: Path):
             flags, sources, _ = copy_args(args)
             if "from" not in flags:
                 assert all(src in sent for src in sources), f"COPY {args}: ignored or missing"
-
-
-# --- the install, run as the Dockerfile says --------------------------------------------------
-
-def find_uv() -> Path:
-    """The uv that runs this test (`uv run` says which in $UV), else the one on PATH."""
-    found = os.environ.get("UV") or shutil.which("uv")
-    if not found:
-        pytest.skip("uv not found: run the tests with `make test` or `uv run pytest`")
-    return Path(found)
-
-
-def private_uv_cache(uv: Path, dest: Path) -> Path:
-    """A hard-linked copy of the warm uv cache: installs stay fast, and whatever uv writes (the
-    project's wheel, lock files) lands under tmp_path instead of in the shared cache."""
-    shared = Path(subprocess.run([str(uv), "cache", "dir"], capture_output=True, text=True,
-                                 check=True).stdout.strip())
-    if not shared.is_dir():
-        pytest.skip(f"no uv cache at {shared}: run `make setup` first")
-    p = subprocess.run(["cp", "-al", str(shared), str(dest)], capture_output=True, text=True)
-    if p.returncode:
-        pytest.skip(f"cannot hard-link the uv cache into tmp_path ({p.stderr.strip()}); "
-                    "a full copy would be several GB")
-    return dest
-
-
-@dataclass
-class Installed:
-    """An image's environment, installed here by its build stage's own commands."""
-
-    venv: Path
-    env: dict[str, str]  # the final stage's environment, pointing at venv
-    entrypoint: list[str]
-    cmd: list[str]
-    final: Stage
-
-
-def install_as_the_image(dockerfile: Path, tmp_path: Path) -> Installed:
-    """Run the build stage's COPY and RUN instructions, read from ``dockerfile``, in tmp_path
-    (``venv`` stands for the image's /opt/venv), then drop the source tree as the final stage does."""
-    uv = find_uv()
-    stages = parse_dockerfile(dockerfile)
-    build, final = next(s for s in stages if s.name == "build"), stages[-1]
-    pinned = next(s.base for s in stages if s.base.startswith("ghcr.io/astral-sh/uv:")).rpartition(":")[2]
-    here = subprocess.run([str(uv), "--version"], capture_output=True, text=True).stdout.split()[1]
-    if here != pinned:
-        warnings.warn(f"the image pins uv {pinned}; this test ran uv {here}", stacklevel=1)
-
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "uv").symlink_to(uv)
-    (tmp_path / "tmp").mkdir(exist_ok=True)
-    venv = tmp_path / "venv"  # stands for the image's /opt/venv
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_") and k != "VIRTUAL_ENV"}
-    env |= build.env() | {
-        "UV_PROJECT_ENVIRONMENT": str(venv),
-        "UV_CACHE_DIR": str(private_uv_cache(uv, tmp_path / "uv-cache")),
-        # The image compiles bytecode once at build time; here Python compiles what it imports
-        # as it goes, which installs the same files ~45 s sooner.
-        "UV_COMPILE_BYTECODE": "0",
-        "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        "TMPDIR": str(tmp_path / "tmp"),
-    }
-
-    # The build stage, instruction by instruction: COPY from the build context as Docker sends
-    # it (.dockerignore applied), RUN as written, in the stage's WORKDIR.
-    context = build_context(ROOT)
-    workdirs = build.all("WORKDIR")
-    assert len(workdirs) == 1
-    src = tmp_path / "src"  # stands for the build stage's WORKDIR
-    src.mkdir()
-    ran = []
-    for instr, args in build.instructions:
-        if instr == "COPY":
-            flags, sources, dest = copy_args(args)
-            if "from" in flags:
-                continue  # the uv binary: here the one found above
-            target = src / dest
-            for s in sources:
-                if Path(context.get(s, "")).is_file():
-                    copy_to = target / Path(s).name if dest.endswith("/") or len(sources) > 1 else target
-                    copy_to.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(context[s], copy_to)
-                    continue
-                files = [p for p in context if p.startswith(s + "/") and Path(context[p]).is_file()]
-                assert files, f"COPY {args}: {s} is not in the build context"
-                for p in files:  # a directory: its contents go into the destination
-                    (target / p[len(s) + 1:]).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(context[p], target / p[len(s) + 1:])
-        elif instr == "RUN":
-            p = subprocess.run(["bash", "-c", args], cwd=src, env=env, capture_output=True, text=True, timeout=600)
-            assert p.returncode == 0, f"RUN {args}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
-            ran.append(args)
-    assert len(ran) == 2
-    assert (venv / "bin" / "audioflow").exists()
-    assert not (venv / "bin" / "pytest").exists() and not (venv / "bin" / "hadolint").exists()  # --no-dev
-
-    # The final stage copies only the venv: without the source tree, it must still work.
-    shutil.rmtree(src)
-    runtime = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
-    runtime |= {k: v for k, v in final.env().items() if k not in ("PATH", "VIRTUAL_ENV")}
-    runtime |= {"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv),
-                "TMPDIR": str(tmp_path / "tmp")}
-    entrypoint = json.loads(final.all("ENTRYPOINT")[0])
-    cmd = json.loads(final.all("CMD")[0]) if final.all("CMD") else []
-    assert shutil.which(entrypoint[0], path=runtime["PATH"]) == str(venv / "bin" / entrypoint[0])
-    return Installed(venv, runtime, entrypoint, cmd, final)
-
-
-@pytest.mark.slow
-def test_build_stage_installs_and_entrypoint_runs(tmp_path: Path):
-    image = install_as_the_image(DOCKERFILE, tmp_path)
-    entrypoint, cmd, runtime = image.entrypoint, image.cmd, image.env
-    app = tmp_path / "app"  # the image's WORKDIR, with params.yaml mounted as build.sh does
-    app.mkdir()
-    shutil.copyfile(ROOT / "params.yaml", app / "params.yaml")
-
-    def run(*args: str) -> str:
-        p = subprocess.run([*entrypoint, *args], cwd=app, env=runtime, capture_output=True, text=True, timeout=300)
-        assert p.returncode == 0, f"{entrypoint + list(args)} -> {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
-        return p.stdout + p.stderr
-
-    assert "usage: audioflow" in run(*cmd)
-    run(*shell_array(BUILD_SH, "DEMO_ARGS"))
-    summary = run(*shell_array(BUILD_SH, "RUN_ARGS"))
-    assert "test         accuracy" in summary and (app / "outputs" / "model.onnx").stat().st_size > 0
-    predictions = run(*shell_array(BUILD_SH, "PREDICT_ARGS"))
-    assert predictions.count('"label"') == 60
-
-
-# The serve image: the core install. Its model: the tiny exported one of the export tests.
-from tests.test_export_inference import exported, model_dir  # noqa: E402, F401
-
-
-@pytest.mark.slow
-def test_serve_image_is_torch_free_and_predicts_and_serves(tmp_path: Path, exported):  # noqa: F811
-    """The core install (no extra) as Dockerfile.serve makes it: torch and the pipeline are not
-    installed, `predict` and `serve` work, and a pipeline command says which extra it needs."""
-    from tests.test_serve import chirp, encoded, post_file, running_server
-
-    image = install_as_the_image(SERVE_DOCKERFILE, tmp_path)
-    py = image.venv / "bin" / "python"
-    missing = subprocess.run([str(py), "-c", "import importlib.util as u; print([m for m in ('torch', 'torchaudio', "
-                              "'zenml', 'dvc', 'kfp', 'great_expectations', 'pandas') if u.find_spec(m)])"],
-                             env=image.env, capture_output=True, text=True, timeout=60)
-    assert missing.stdout.strip() == "[]", missing.stdout + missing.stderr
-
-    models = tmp_path / "models"  # the image's WORKDIR, where the model is mounted
-    models.mkdir()
-    shutil.copyfile(exported[0], models / "model.onnx")
-    (models / "clip.wav").write_bytes(encoded(chirp(1.7, 8000, channels=2), 8000, "WAV", "PCM_16"))
-    # predict, and proof that nothing imported torch on the way (not even a lazy import).
-    probe = ("import sys; from audioflow.cli import main; rc = main(['predict', 'model.onnx', 'clip.wav']); "
-             "print('TORCH' if any(m.split('.')[0] == 'torch' for m in sys.modules) else 'NO-TORCH'); sys.exit(rc)")
-    p = subprocess.run([str(py), "-c", probe], cwd=models, env=image.env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr[-3000:]
-    line, verdict = p.stdout.strip().splitlines()
-    assert json.loads(line)["path"] == "clip.wav" and verdict == "NO-TORCH"
-
-    train = subprocess.run([*image.entrypoint, "train"], cwd=models, env=image.env, capture_output=True,
-                           text=True, timeout=120)
-    assert train.returncode == 2 and "pip install 'audioflow[train]'" in train.stderr, train.stderr[-2000:]
-
-    # The image's CMD, on a free port of 127.0.0.1 instead of 0.0.0.0:8000.
-    cmd = image.cmd
-    assert cmd[0] == "serve"
-    model_arg = Path(cmd[1]).name
-    with running_server(models / model_arg, python_bin=image.venv / "bin", env=image.env) as server:
-        status, body = post_file(server["port"], "clip.wav", (models / "clip.wav").read_bytes())
-    assert status == 200 and body["label"] in json.loads(line)["probabilities"]

@@ -63,7 +63,8 @@ def test_graph_one_task_per_stage_with_sharded_featurize(compiled):
     assert deps["train"] == {"configure", "merge-features-2", "split"}
     assert deps["evaluate"] >= {"train", "merge-features-2", "split"}
     assert deps["export"] >= {"train", "ingest", "split", "evaluate"}  # temperature, operating point
-    assert set(spec.root.input_definitions.parameters) == {"data_root", "overrides", "params_yaml", "checkpoint_root"}
+    assert set(spec.root.input_definitions.parameters) == {"data_root", "overrides", "params_yaml", "checkpoint_root",
+                                                           "checkpoint_run"}
     run_id = tasks["train"].inputs.parameters["run_id"].runtime_value.constant.string_value
     assert run_id == "{{$.pipeline_job_uuid}}"  # checkpoints are kept per run
 
