@@ -243,6 +243,8 @@ def test_serve_image_serves_the_trained_model_like_predict(engine, images, conta
         assert engine("exec", name, "id", "-u").stdout.strip() == "1000"
         no_torch = engine("exec", name, "python", "-c", "import torch", check=False)
         assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
+        train = engine("exec", name, "audioflow", "train", check=False)
+        assert train.returncode == 2 and "pip install 'audioflow[train]'" in train.stderr, train.stderr[-2000:]
         wrote = engine("exec", name, "touch", "/opt/venv/x", check=False)
         assert wrote.returncode != 0 and "Read-only file system" in wrote.stderr
 
