@@ -405,3 +405,68 @@ def test_images_smoke(engine, images, tmp_path):
     assert r["serve_cold_start_s"] > 0 and r["host_cold_start_s"] > 0 and r["code_rebuild_s"] > 0
     assert sorted(tmpdir.iterdir()) == []
     assert engine("image", "inspect", "localhost/audioflow-steps:bench", check=False).returncode != 0
+
+
+# --------------------------------------------------------------------------- ZenML in containers
+
+EVALUATION = """
+import json, tarfile
+from pathlib import Path
+from zenml.client import Client
+
+def metrics(uri):  # ZenML's Path materializer keeps a folder as data.tar.gz
+    (archive,) = Path(uri).rglob("data.tar.gz")
+    with tarfile.open(archive) as tar:
+        member = next(m for m in tar.getmembers() if Path(m.name).name == "metrics.json")
+        return tar.extractfile(member).read().decode()
+
+c = Client()
+runs = c.list_pipeline_runs(sort_by="desc:created", size=2).items
+out = []
+for run in runs:
+    run = c.get_pipeline_run(run.id)
+    out.append({"stack": run.stack.name, "status": run.status.value,
+                "cached": sorted(n for n, s in run.steps.items() if s.status.value == "cached"),
+                "metrics": metrics(run.steps["evaluate"].outputs["evaluation"][0].uri)})
+print(json.dumps(out))
+"""
+
+
+def test_zenml_local_docker_orchestrator_matches_the_local_one(engine, images, docker_api, demo_data, tmp_path):
+    """The ZenML pipeline on the local_docker orchestrator, every step in the steps image
+    (configs/local_docker.yaml), gives the local orchestrator's metrics.json."""
+    where = project(tmp_path / "project")
+    shutil.copytree(ROOT / "steps", where / "steps", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(demo_data, where / "data")
+    import yaml
+
+    from audioflow.config import load_params
+
+    overrides = dict(SMALL[i + 1].split("=", 1) for i in range(0, len(SMALL), 2))
+    params = load_params(where / "params.yaml", {k: yaml.safe_load(v) for k, v in overrides.items()})
+    (where / "params.yaml").write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
+    uncached = where / "configs" / "local_docker_uncached.yaml"
+    uncached.write_text("enable_cache: false\n" + (where / "configs" / "local_docker.yaml").read_text())
+    env = engine.env | docker_api | THREADS | {"ZENML_CONFIG_PATH": str(tmp_path / "zenml"),
+                                               "ZENML_ANALYTICS_OPT_IN": "false", "AUTO_OPEN_DASHBOARD": "false"}
+
+    def zenml(*args: str, timeout: float = 900) -> str:
+        p = subprocess.run([str(BIN / "zenml"), *args], cwd=where, env=env, capture_output=True, text=True,
+                           timeout=timeout)
+        assert p.returncode == 0, f"zenml {' '.join(args)}\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+        return p.stdout + p.stderr
+
+    zenml("init")
+    zenml("pipeline", "run", "pipelines.training.training_pipeline", "-c", "configs/local.yaml")
+    zenml("image-builder", "register", "local_builder", "-f", "local")
+    zenml("orchestrator", "register", "local_docker", "-f", "local_docker")
+    zenml("stack", "register", "local_docker", "-o", "local_docker", "-a", "default", "-i", "local_builder", "--set")
+    log = zenml("pipeline", "run", "pipelines.training.training_pipeline", "-c", str(uncached))
+    assert "in Docker" in log
+    p = subprocess.run([sys.executable, "-c", EVALUATION], cwd=where, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    docker, local = json.loads(p.stdout)
+    assert (docker["stack"], local["stack"]) == ("local_docker", "default")
+    assert docker["status"] == local["status"] == "completed" and docker["cached"] == []
+    assert docker["metrics"] == local["metrics"]
