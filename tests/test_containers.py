@@ -284,6 +284,24 @@ def kfp_run(cmd: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess
     return p
 
 
+def interrupted(cmd: list[str], env: dict, cwd: Path, act, poll: float) -> tuple[bool, int, str]:
+    """Run ``cmd``, calling ``act()`` every ``poll`` s until it returns True (it interrupted the
+    run) or the run ends: (whether it acted, the exit code, the output)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    acted = False
+    try:
+        deadline = time.monotonic() + 900
+        while proc.poll() is None and time.monotonic() < deadline and not acted:
+            acted = act()
+            time.sleep(poll)
+        log, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return acted, proc.returncode, log
+
+
 def test_kubeflow_pipeline_in_containers_on_s3_matches_the_host(engine, images, docker_api, s3_server, demo_data,
                                                                  host_run, tmp_path):
     """Every component in its own container of the steps image, recordings on S3, featurize in
@@ -317,25 +335,19 @@ def test_a_killed_train_container_resumes_from_its_checkpoint_in_s3(engine, imag
     cmd = kfp_command(root, where / "outputs", f"s3://{bucket}/demo", f"s3://{bucket}/checkpoints",
                       "--checkpoint-run", "resume-me")
     fs = s3_server.fs()
-    first = subprocess.Popen(cmd, cwd=where, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    killed = None
-    try:
-        deadline = time.monotonic() + 900
-        while first.poll() is None and time.monotonic() < deadline and not killed:
-            fs.invalidate_cache()
-            if fs.glob(f"{bucket}/checkpoints/resume-me/*/last.pt"):
-                running = engine.containers(f"{LABEL}={root}")
-                assert len(running) == 1  # kfp.local runs one task at a time: train
-                engine("kill", running[0])
-                killed = running[0]
-            time.sleep(0.1)
-        log, _ = first.communicate(timeout=300)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+
+    def kill_train() -> bool:
+        fs.invalidate_cache()
+        if not fs.glob(f"{bucket}/checkpoints/resume-me/*/last.pt"):
+            return False
+        running = engine.containers(f"{LABEL}={root}")
+        assert len(running) == 1  # kfp.local runs one task at a time: train
+        engine("kill", running[0])
+        return True
+
+    killed, code, log = interrupted(cmd, env, where, kill_train, poll=0.1)
     assert killed, "train finished before its container could be killed"
-    assert first.returncode != 0 and "Kubeflow task 'train' failed" in log, log[-4000:]
+    assert code != 0 and "Kubeflow task 'train' failed" in log, log[-4000:]
     assert fs.glob(f"{bucket}/checkpoints/resume-me/*/last.pt")
 
     kfp_run(cmd, env, where)
@@ -360,24 +372,18 @@ def test_featurize_fails_cleanly_when_the_object_store_stops_and_a_rerun_complet
         env = kfp_env(s3, docker_api, engine, tmp_path / "tmp")
         root = tmp_path / "root"
         cmd = kfp_command(root, where / "outputs", url, "")
-        first = subprocess.Popen(cmd, cwd=where, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        stopped = False
-        try:
-            deadline = time.monotonic() + 600
-            while first.poll() is None and time.monotonic() < deadline and not stopped:
-                for cid in engine.containers(f"{LABEL}={root}"):
-                    args = json.loads(engine("inspect", "--format", "{{json .Args}}", cid, check=False).stdout or "[]")
-                    if "--function_to_execute" in args and args[args.index("--function_to_execute") + 1] == "featurize":
-                        s3.stop()
-                        stopped = True
-                time.sleep(0.05)
-            log, _ = first.communicate(timeout=600)
-        finally:
-            if first.poll() is None:
-                first.kill()
-                first.wait()
+
+        def stop_s3_in_featurize() -> bool:
+            for cid in engine.containers(f"{LABEL}={root}"):
+                args = json.loads(engine("inspect", "--format", "{{json .Args}}", cid, check=False).stdout or "[]")
+                if "--function_to_execute" in args and args[args.index("--function_to_execute") + 1] == "featurize":
+                    s3.stop()
+                    return True
+            return False
+
+        stopped, code, log = interrupted(cmd, env, where, stop_s3_in_featurize, poll=0.05)
         assert stopped, "featurize never started"
-        assert first.returncode != 0 and "Kubeflow task 'featurize" in log, log[-4000:]
+        assert code != 0 and "Kubeflow task 'featurize" in log, log[-4000:]
         assert url in log, log[-4000:]
         assert not list(root.glob("*/featurize*/features/features.npy"))  # no partial artifact
 
