@@ -7,7 +7,6 @@ Nothing here unpickles: weights load through safetensors, resume state through
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from audioflow.atomic import atomic_path, write_bytes
 from audioflow.features import FeatureSpec
 from audioflow.models import create_model
 
@@ -56,20 +56,13 @@ class ModelMeta:
         return create_model(self.model_name, **self.model_kwargs)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_model(model: nn.Module, meta: ModelMeta, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = out / (WEIGHTS + ".tmp")
-    save_file(state, str(tmp), metadata={"params_hash": meta.params_hash})
-    os.replace(tmp, out / WEIGHTS)
-    atomic_write_bytes(out / META, (json.dumps(meta.to_dict(), indent=2) + "\n").encode())
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"params_hash": meta.params_hash})
+    write_bytes(out / META, (json.dumps(meta.to_dict(), indent=2) + "\n").encode())
     return out
 
 

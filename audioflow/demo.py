@@ -10,7 +10,6 @@ arguments give byte-identical files.
 from __future__ import annotations
 
 import io
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ import pandas as pd
 import soundfile as sf
 from scipy import fft, signal
 from tqdm import tqdm
+
+from audioflow.atomic import atomic_path
 
 CLASSES: tuple[str, ...] = ("normal", "systolic_murmur", "diastolic_murmur")
 
@@ -383,7 +384,6 @@ def _write_wav(dest: Path, audio: np.ndarray, sr: int) -> None:
 
 def _write_manifest(manifest: pd.DataFrame, path: Path) -> Path:
     """Write the CSV via a temp file, so a reader never sees half a manifest."""
-    tmp = path.with_suffix(".csv.tmp")
-    manifest.to_csv(tmp, index=False, lineterminator="\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        manifest.to_csv(tmp, index=False, lineterminator="\n")
     return path

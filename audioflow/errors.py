@@ -11,3 +11,8 @@ class AudioflowError(Exception):
 
 class NotValidatedError(AudioflowError, FileNotFoundError):
     """A stage that reads recordings was given a folder holding no passed validation."""
+
+
+class ReliabilityError(AudioflowError, ValueError):
+    """Inputs that cannot give the asked-for figure (named in the message): ``audioflow.reliability``
+    and ``audioflow.bootstrap`` raise it."""

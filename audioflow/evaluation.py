@@ -21,6 +21,7 @@ from sklearn.metrics import (
 from torch import nn
 
 from audioflow.features import Features
+from audioflow.scoring import recording_probabilities
 
 CHUNK = 256  # windows per forward pass when predicting
 
@@ -53,17 +54,14 @@ def file_predictions(
 def aggregate_files(features: Features, rows: np.ndarray, logits: np.ndarray) -> pd.DataFrame:
     """Window logits of sorted ``rows`` -> one row per recording (path, actual, predicted, p_*)."""
     labels = features.labels
-    probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
     idx = features.index.set_index("row").loc[rows]
-    frame = pd.DataFrame(probs, columns=[f"p_{lab}" for lab in labels])
-    frame["path"] = idx["path"].to_numpy()
-    frame["actual"] = idx["label"].to_numpy()
-    per_file = frame.groupby("path", sort=True).agg(
-        {"actual": "first", **{f"p_{lab}": "mean" for lab in labels}}
-    )
-    per_file["predicted"] = [labels[i] for i in per_file[[f"p_{lab}" for lab in labels]].to_numpy().argmax(1)]
-    per_file = per_file.reset_index()
-    return per_file[["path", "actual", "predicted", *[f"p_{lab}" for lab in labels]]]
+    recording, paths = pd.factorize(idx["path"].to_numpy(), sort=True)
+    # The softmax stays in the logits' own dtype (float32), as when torch computed it here.
+    probs = recording_probabilities(logits, recording, dtype=np.asarray(logits).dtype)
+    first = np.unique(recording, return_index=True)[1]
+    per_file = pd.DataFrame({"path": np.asarray(paths, dtype=object), "actual": idx["label"].to_numpy()[first],
+                             "predicted": [labels[i] for i in probs.argmax(1)]})
+    return pd.concat([per_file, pd.DataFrame(probs, columns=[f"p_{lab}" for lab in labels])], axis=1)
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:

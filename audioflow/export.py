@@ -1,6 +1,7 @@
 """Export a trained model to a single ONNX file that takes the raw waveform.
 
-The log-mel front-end is part of the graph, so a deployment only decodes, resamples and cuts
+The log-mel front-end is part of the graph (``ConvLogMel``: ``LogMel``'s STFT as a strided
+convolution, checked against ``LogMel`` below), so a deployment only decodes, resamples and cuts
 windows (``audioflow.audio``) and can never compute features differently from training.
 Every export is checked: ``onnx.checker``, then ONNX Runtime against PyTorch on real windows,
 on another batch size and on other lengths (the batch and sample axes are dynamic).
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 import audioflow
+from audioflow.atomic import atomic_path
 from audioflow.checkpoint import ModelMeta, load_model
 from audioflow.errors import AudioflowError
 from audioflow.features import FeatureSpec, LogMel, power_to_db, scratch_compiler_cache
@@ -42,11 +43,12 @@ class ExportError(AudioflowError, RuntimeError):
 
 
 class WaveformClassifier(nn.Module):
-    """LogMel front-end + classifier: waveform [batch, samples] -> logits [batch, n_classes],
+    """Log-mel front-end + classifier: waveform [batch, samples] -> logits [batch, n_classes],
     divided by ``temperature`` (temperature scaling: the softmax a predictor takes of them is
-    then calibrated; argmax unchanged). At 1 the graph has no division at all."""
+    then calibrated; argmax unchanged). At 1 the graph has no division at all. The front-end is
+    the model's ``LogMel`` for the parity reference, its ``ConvLogMel`` form in the exported graph."""
 
-    def __init__(self, front_end: LogMel, classifier: nn.Module, temperature: float = 1.0):
+    def __init__(self, front_end: LogMel | ConvLogMel, classifier: nn.Module, temperature: float = 1.0):
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -200,7 +202,8 @@ def _write_model(proto: onnx.ModelProto, metadata: dict[str, str], out_path: Pat
     except Exception as exc:
         raise ExportError(f"onnx.checker rejected the exported graph: {exc}") from exc
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(proto, str(out_path), save_as_external_data=False)
+    # format spelled out: onnx would otherwise guess it from the (temporary) file's extension
+    onnx.save_model(proto, str(out_path), format="protobuf", save_as_external_data=False)
 
 
 def check_batches(spec: FeatureSpec, check_audio: Sequence[np.ndarray] | None,
@@ -231,19 +234,15 @@ def check_batches(spec: FeatureSpec, check_audio: Sequence[np.ndarray] | None,
 def check_parity(module: nn.Module, onnx_path: str | Path, batches: Sequence[np.ndarray],
                  atol: float = 1e-4) -> float:
     """Max |ONNX Runtime - PyTorch| logit difference over ``batches``; ExportError above atol."""
-    from audioflow.inference import import_onnxruntime
+    from audioflow.inference import onnx_session, score_batch
 
-    ort = import_onnxruntime()
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # errors only; failures still raise
-    session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    session = onnx_session(onnx_path)
     worst, worst_shape = 0.0, None
     for batch in batches:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         with torch.inference_mode():
             expected = module(torch.from_numpy(batch)).numpy()
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        got = score_batch(session, batch)
         if got.shape != expected.shape:
             raise ExportError(f"ONNX output shape {got.shape} != PyTorch {expected.shape} "
                               f"for input {batch.shape}")
@@ -277,13 +276,9 @@ def export_onnx(model_dir: str | Path, out_path: str | Path,
     proto = _to_onnx(graph, meta.spec, opset, caught)
     # Only a model that passed onnx.checker and the parity check reaches ``out``: a failed
     # export leaves the previous file (or none), never an unverified one that looks valid.
-    tmp = out.with_name(f".{out.name}.unverified")
-    try:
+    with atomic_path(out, tag="unverified") as tmp:
         _write_model(proto, onnx_metadata(meta, temperature, operating_point), tmp)
         diff = check_parity(module, tmp, batches, atol)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     shortest, longest = sample_bounds(meta.spec)
     return {
         "path": str(out),

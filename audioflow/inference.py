@@ -1,7 +1,9 @@
 """Score recordings with an exported ONNX model: ONNX Runtime + numpy, no torch.
 
 This is the deployment path, so it must stay importable without torch: it depends only on
-``audioflow.audio`` (soundfile + soxr) and reads everything else from the ONNX metadata.
+``audioflow.audio`` (soundfile + soxr) and ``audioflow.scoring`` (numpy) and reads everything
+else from the ONNX metadata. ``onnx_session`` and ``score_batch`` are the one way audioflow
+opens and runs an ONNX model (``export``'s parity check uses them too).
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from audioflow import audio
+from audioflow.scoring import recording_mean, softmax
+
+__all__ = ["AUDIO_EXTENSIONS", "MAX_BATCH", "OperatingPoint", "Prediction", "PredictionError", "Predictor",
+           "expand_paths", "import_onnxruntime", "onnx_session", "score_batch", "softmax", "window_batches"]
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3"})
 MAX_BATCH = 64  # windows per ORT run: bounds memory on long recordings
@@ -112,14 +118,6 @@ class PredictionError:
         return f"{self.path}: {self.reason}"
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64; subtracting the row max keeps exp() from overflowing."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def window_batches(signal: np.ndarray, window: int, hop: int,
                    max_batch: int = MAX_BATCH) -> Iterator[np.ndarray]:
     """The windows of ``audio.frame_windows``, yielded in [<=max_batch, window] chunks.
@@ -175,19 +173,30 @@ def import_onnxruntime():
     return onnxruntime
 
 
+def onnx_session(model_path: str | Path, providers: Sequence[str] | None = None):
+    """An ONNX Runtime session with the project's options: telemetry off, errors-only logging
+    (failures still raise), CPU unless ``providers`` say otherwise. Every ORT user makes it here."""
+    ort = import_onnxruntime()  # deferred: importing this module stays cheap
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(model_path), opts, providers=list(providers or ["CPUExecutionProvider"]))
+
+
+def score_batch(session, batch: np.ndarray) -> np.ndarray:
+    """Logits [n, n_classes] of a batch of waveforms [n, samples] (float32) in one ORT run: the
+    session's first input in, its first output out."""
+    return session.run([session.get_outputs()[0].name],
+                       {session.get_inputs()[0].name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
 class Predictor:
     """Clip-level predictions from an ONNX model exported by ``audioflow.export``."""
 
     def __init__(self, model_path: str | Path, providers: Sequence[str] | None = None):
-        ort = import_onnxruntime()  # deferred: importing this module stays cheap
-
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise FileNotFoundError(f"{self.model_path}: ONNX model not found")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # errors only; failures still raise
-        self.session = ort.InferenceSession(
-            str(self.model_path), opts, providers=list(providers or ["CPUExecutionProvider"]))
+        self.session = onnx_session(self.model_path, providers)
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         missing = [k for k in REQUIRED_METADATA if k not in self.metadata]
         if missing:
@@ -202,11 +211,9 @@ class Predictor:
         self.operating_point: OperatingPoint | None = (
             OperatingPoint.from_metadata(self.metadata["operating_point"], self.labels, str(self.model_path))
             if "operating_point" in self.metadata else None)
-        self._input = self.session.get_inputs()[0].name
-        self._output = self.session.get_outputs()[0].name
 
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
-        logits = self.session.run([self._output], {self._input: batch})[0]
+        logits = score_batch(self.session, batch)
         if logits.shape != (len(batch), len(self.labels)):
             raise ValueError(f"{self.model_path}: model output {logits.shape} does not match "
                              f"{len(batch)} windows x {len(self.labels)} labels")
@@ -218,7 +225,7 @@ class Predictor:
                                window_batches(signal, self.window_samples, self.window_hop_samples)])
 
     def _prediction(self, path: str, probs: np.ndarray, n_samples: int, keep_windows: bool) -> Prediction:
-        mean = probs.mean(axis=0)
+        mean = recording_mean(probs, np.zeros(len(probs), dtype=np.int64))[0]
         return Prediction(
             path=path,
             label=self.labels[int(np.argmax(mean))],

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from audioflow import atomic
 from audioflow.config import EvaluateConfig
 
 NAMES = {"macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy", "accuracy": "accuracy"}
@@ -120,12 +121,8 @@ def card_section(decision: dict) -> str:
 def write_decision(decision: dict, outputs: Path) -> None:
     """``promotion.json`` beside the published files, and the card's promotion section."""
     outputs.mkdir(parents=True, exist_ok=True)
-    tmp = outputs / ".promotion.json.partial"
-    tmp.write_text(json.dumps(decision, indent=2) + "\n")
-    tmp.replace(outputs / "promotion.json")
+    atomic.write_text(outputs / "promotion.json", json.dumps(decision, indent=2) + "\n")
     card = outputs / "model_card.md"
     if card.is_file():
         text = card.read_text().split("\n## Promotion\n")[0].rstrip("\n") + "\n\n" + card_section(decision)
-        tmp = outputs / ".model_card.md.partial"
-        tmp.write_text(text)
-        tmp.replace(card)
+        atomic.write_text(card, text)

@@ -11,13 +11,13 @@ judges the result).
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from audioflow.atomic import atomic_path
 from audioflow.errors import AudioflowError
 
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
@@ -92,9 +92,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Sequ
             int8.metadata_props.add(key=prop.key, value=prop.value)
         int8.metadata_props.add(key="quantization", value="int8 static QDQ: Conv/Gemm/MatMul after the front-end")
         onnx.checker.check_model(int8)
-        staged = out.with_name(f".{out.name}.partial")
-        onnx.save(int8, str(staged))
-        os.replace(staged, out)
+        with atomic_path(out) as staged:
+            onnx.save(int8, str(staged), format="protobuf")
     quantized = sum(1 for n in int8.graph.node if n.op_type == "QuantizeLinear")
     return {"path": out.name, "size_bytes": out.stat().st_size, "n_calibration_windows": len(calibration),
             "front_end_nodes_in_float": len(excluded), "quantize_nodes": quantized}

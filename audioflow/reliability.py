@@ -26,14 +26,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from audioflow.errors import AudioflowError
+# The bootstrap, the figures and the softmax live in their own modules; their names stay
+# importable from here.
+from audioflow.bootstrap import (  # noqa: F401
+    SCORES,
+    _interval,
+    _per_unit,
+    _units,
+    bootstrap_intervals,
+    metric_draws,
+    paired_difference,
+    resample_counts,
+)
+from audioflow.errors import ReliabilityError  # noqa: F401
+from audioflow.reliability_plots import _pyplot, plot_curves, plot_reliability  # noqa: F401
+from audioflow.scoring import recording_probabilities, softmax  # noqa: F401
 
-SCORES = ("accuracy", "balanced_accuracy", "macro_f1")
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # a temperature at either end says the fit ran away: reported
-
-
-class ReliabilityError(AudioflowError, ValueError):
-    """Inputs that cannot give the asked-for figure (named in the message)."""
 
 
 # --------------------------------------------------------------------------- curves
@@ -110,156 +119,7 @@ def pooled_roc(y_positive: np.ndarray, score: np.ndarray) -> dict | None:
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "threshold": _finite_thresholds(thr)}
 
 
-# --------------------------------------------------------------------------- bootstrap
-
-
-def _units(n: int, groups: Sequence[str] | None) -> tuple[np.ndarray, str]:
-    """The resampled unit of each recording: its group where groups are given, else itself."""
-    if groups is not None:
-        g = np.asarray([str(x) for x in groups], dtype=object)
-        if len(g) != n:
-            raise ReliabilityError(f"{len(g)} groups for {n} recordings")
-        if (g != "").all():
-            _, unit = np.unique(g, return_inverse=True)
-            return unit.astype(np.int64), "group"
-    return np.arange(n, dtype=np.int64), "recording"
-
-
-def resample_counts(y_true: np.ndarray, unit: np.ndarray, n_resamples: int, seed: int) -> tuple[np.ndarray, bool]:
-    """[n_resamples, n_units]: how often each unit is drawn in each resample; and whether the
-    draw was stratified.
-
-    Stratified by class when every unit holds one class (a patient with one condition, or a
-    recording), as the split itself is: each resample keeps the number of units of each class,
-    so no class vanishes from a resample of a small test split. Units that mix classes (FSDD's
-    speakers say every digit), or a class with a single unit (whose stratum could never vary:
-    a zero-width interval that would claim certainty), are drawn from all units alike.
-    """
-    n_units = int(unit.max()) + 1 if len(unit) else 0
-    rng = np.random.default_rng(seed)
-    pairs = np.unique(np.stack([unit, np.asarray(y_true, dtype=np.int64)], axis=1), axis=0)
-    strata = [np.arange(n_units)]
-    if len(pairs) == n_units:  # one class per unit; sorted by unit: pairs[:, 1] is each unit's class
-        by_class = [np.flatnonzero(pairs[:, 1] == c) for c in np.unique(pairs[:, 1])]
-        if min(len(m) for m in by_class) >= 2:
-            strata = by_class
-    pure = len(strata) > 1
-    counts = np.zeros((n_resamples, n_units), dtype=np.float64)
-    for members in strata:
-        k = len(members)
-        counts[:, members] = rng.multinomial(k, np.full(k, 1.0 / k), size=n_resamples)
-    return counts, pure
-
-
-def _per_unit(y_true: np.ndarray, y_pred: np.ndarray, unit: np.ndarray, n_units: int, n_classes: int):
-    """Per unit and class: true positives, support (actual), predicted."""
-    tp, sup, pred = (np.zeros((n_units, n_classes)) for _ in range(3))
-    np.add.at(sup, (unit, y_true), 1.0)
-    np.add.at(pred, (unit, y_pred), 1.0)
-    hit = y_true == y_pred
-    np.add.at(tp, (unit[hit], y_true[hit]), 1.0)
-    return tp, sup, pred
-
-
-def metric_draws(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, unit: np.ndarray,
-                 weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy, balanced accuracy, macro-F1 and per-class recall for each row of ``weights``
-    (units' counts; a row of ones is the test split itself), as in ``classification_metrics``:
-    balanced accuracy averages the recall of the classes present, macro-F1 counts a class
-    without recordings or predictions as 0."""
-    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
-    tp, sup, pred = (weights @ m for m in _per_unit(y_true, y_pred, unit, weights.shape[1], n_classes))
-    total = sup.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        recall = np.where(sup > 0, tp / sup, np.nan)
-        f1 = np.where(sup + pred > 0, 2 * tp / (sup + pred), 0.0)
-        accuracy = np.where(total > 0, tp.sum(axis=1) / total, 0.0)
-    present = sup > 0
-    balanced = np.where(present.any(axis=1), np.nansum(recall, axis=1) / np.maximum(present.sum(axis=1), 1), 0.0)
-    return {"accuracy": accuracy, "balanced_accuracy": balanced, "macro_f1": f1.mean(axis=1), "recall": recall}
-
-
-def _interval(draws: np.ndarray, confidence: float, n_trials: int | None = None) -> list[float]:
-    """Percentile interval of the bootstrap ``draws``.
-
-    A score of exactly 1 (or 0) in every resample (every test unit right) gives the bootstrap
-    nothing to vary: [1, 1] would claim certainty. There, with ``n_trials`` units, the exact
-    (Clopper-Pearson) bound for "all n right" takes the open side: (alpha / 2) ** (1 / n), the
-    rule of three's exact form.
-    """
-    draws = draws[np.isfinite(draws)]
-    if not len(draws):
-        return [float("nan"), float("nan")]
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(draws, [alpha, 1 - alpha])
-    if n_trials and lo == hi and lo in (0.0, 1.0):
-        bound = alpha ** (1 / n_trials)
-        return [float(bound), 1.0] if lo == 1.0 else [0.0, float(1 - bound)]
-    return [float(lo), float(hi)]
-
-
-def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, groups: Sequence[str] | None = None,
-                        n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
-    """Percentile bootstrap intervals of accuracy, balanced accuracy and macro-F1 (a perfect
-    score: the exact bound for all units right, see ``_interval``).
-
-    ``groups``: each recording's group (patient, speaker); given (and none empty), whole groups
-    are resampled. Returns ``{metric: [low, high], "unit", "n_units", "resamples",
-    "confidence", "stratified", "seed"}``.
-    """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    if not len(y_true):
-        raise ReliabilityError("no recordings to resample")
-    unit, kind = _units(len(y_true), groups)
-    weights, stratified = resample_counts(y_true, unit, n_resamples, seed)
-    draws = metric_draws(y_true, y_pred, n_classes, unit, weights)
-    n_units = int(unit.max()) + 1
-    return {**{k: _interval(draws[k], confidence, n_units) for k in SCORES}, "unit": kind, "n_units": n_units,
-            "resamples": n_resamples, "confidence": confidence, "stratified": stratified, "seed": seed}
-
-
-def paired_difference(y_true: np.ndarray, pred_new: np.ndarray, pred_old: np.ndarray, n_classes: int,
-                      metric: str = "macro_f1", groups: Sequence[str] | None = None, n_resamples: int = 1000,
-                      confidence: float = 0.95, seed: int = 0) -> dict:
-    """``metric`` of two models' predictions on the same recordings, and a paired bootstrap
-    interval of new - old: both are scored on each resample, so what the resample changes
-    (easy or hard recordings) cancels in the difference."""
-    if metric not in SCORES:
-        raise ReliabilityError(f"metric {metric!r} is not one of {SCORES}")
-    y_true = np.asarray(y_true, dtype=np.int64)
-    unit, kind = _units(len(y_true), groups)
-    weights, stratified = resample_counts(y_true, unit, n_resamples, seed)
-    ones = np.ones((1, weights.shape[1]))
-    new = metric_draws(y_true, pred_new, n_classes, unit, np.vstack([ones, weights]))[metric]
-    old = metric_draws(y_true, pred_old, n_classes, unit, np.vstack([ones, weights]))[metric]
-    delta = new[1:] - old[1:]
-    return {"metric": metric, "new": float(new[0]), "old": float(old[0]), "delta": float(new[0] - old[0]),
-            "delta_interval": _interval(delta, confidence), "new_interval": _interval(new[1:], confidence),
-            "old_interval": _interval(old[1:], confidence), "unit": kind, "n_units": int(unit.max()) + 1,
-            "resamples": n_resamples, "confidence": confidence, "stratified": stratified, "seed": seed}
-
-
 # --------------------------------------------------------------------------- calibration
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def recording_probabilities(window_logits: np.ndarray, recording: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Per recording: the mean over its windows of softmax(logits / T) (what ``predict`` serves).
-
-    ``recording``: each window's recording index 0..n-1.
-    """
-    p = softmax(np.asarray(window_logits, dtype=np.float64) / temperature)
-    n = int(recording.max()) + 1
-    out = np.zeros((n, p.shape[1]))
-    np.add.at(out, recording, p)
-    return out / np.bincount(recording, minlength=n)[:, None]
-
 
 def nll(probs: np.ndarray, y_true: np.ndarray) -> float:
     """Mean negative log-likelihood of the true classes."""
@@ -367,68 +227,6 @@ def screening_intervals(score: np.ndarray, is_positive: np.ndarray, threshold: f
     return {"recall": _interval(recall[:, 1], confidence, units_with[1]),
             "specificity": _interval(recall[:, 0], confidence, units_with[0]),
             "unit": kind}
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_curves(curves: dict, path: str | Path, title: str = "Test set") -> None:
-    """ROC and precision-recall, one line per class (AUC / AP in the legend)."""
-    plt = _pyplot()
-    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11, 4.8), constrained_layout=True)
-    for label, e in curves["per_class"].items():
-        if "roc" not in e:
-            continue
-        roc_ax.plot(e["roc"]["fpr"], e["roc"]["tpr"], label=f"{label} (AUC {e['auc']:.3f})")  # ties: diagonal
-        pr_ax.plot(e["pr"]["recall"], e["pr"]["precision"], drawstyle="steps-post",
-                   label=f"{label} (AP {e['average_precision']:.3f})")
-    roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    macro = curves["macro_auc"]
-    roc_ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (recall)",
-               title=f"{title}: ROC, one class vs rest" + (f" (macro AUC {macro:.3f})" if macro is not None else ""),
-               xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
-    pr_ax.set(xlabel="recall", ylabel="precision", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
-              title=f"{title}: precision-recall, one class vs rest")
-    for ax in (roc_ax, pr_ax):
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right" if ax is roc_ax else "lower left", fontsize=8)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_reliability(before: pd.DataFrame, after: pd.DataFrame | None, path: str | Path, ece_before: float,
-                     ece_after: float | None, temperature: float, title: str = "Test set") -> None:
-    """Reliability diagram: accuracy against confidence per bin, before and after temperature
-    scaling (the diagonal is perfect calibration), and how many recordings each bin holds."""
-    plt = _pyplot()
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6, 6.4), height_ratios=(3, 1), sharex=True,
-                                   constrained_layout=True)
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly calibrated")
-    tables = [("uncalibrated", before, ece_before)]
-    if after is not None:
-        tables.append((f"temperature {temperature:g}", after, ece_after))
-    width = 1 / len(before)
-    for i, (name, t, ece) in enumerate(tables):
-        used = t["count"] > 0
-        ax.plot(t.loc[used, "confidence"], t.loc[used, "accuracy"], marker="o", label=f"{name} (ECE {ece:.3f})")
-        hist.bar(t["lower"] + width * (0.25 + 0.5 * i), t["count"], width=width / 2, align="edge", label=name)
-    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(-0.02, 1.02), title=f"{title}: reliability")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    hist.set(xlabel="confidence (top probability, per recording)", ylabel="recordings")
-    hist.grid(alpha=0.3)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
 
 # --------------------------------------------------------------------------- a split's report
 
