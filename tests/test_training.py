@@ -17,7 +17,7 @@ from audioflow.training import train
 
 def crash_during_epoch(epoch: int, feats, table, params, out: Path, monkeypatch) -> None:
     """Run training until it crashes in the given epoch's validation (after earlier checkpoints)."""
-    import audioflow.training as tr
+    import audioflow.training.loop as tr
 
     real, calls = tr.aggregate_files, {"n": 0}
 
@@ -133,7 +133,7 @@ def test_finished_run_leaves_no_checkpoint_to_resume(prepared, tmp_path: Path):
 
 def test_crash_checkpoint_loads_without_pickle(prepared, tmp_path: Path, monkeypatch):
     params, feats, table = prepared
-    import audioflow.training as tr
+    import audioflow.training.loop as tr
 
     def crash(*a, **kw):
         raise RuntimeError("simulated crash")
@@ -178,7 +178,7 @@ def test_refit_trains_again_on_train_and_val_for_the_chosen_epochs(prepared, tmp
     weights, kept in model/selected for calibration), then a second pass on train + val for that
     many epochs is the model."""
     from audioflow.checkpoint import SELECTED
-    from audioflow.stages import selected_model
+    from audioflow.stages.held_out import selected_model
 
     params, feats, table = prepared
     assert params.train.refit
@@ -207,7 +207,7 @@ def test_refit_trains_again_on_train_and_val_for_the_chosen_epochs(prepared, tmp
 
 
 def test_crash_during_refit_resumes_to_the_same_model(prepared, tmp_path: Path, monkeypatch):
-    import audioflow.training as tr
+    import audioflow.training.loop as tr
 
     params, feats, table = prepared
     full = train(feats, table, params, tmp_path / "full", progress=False)
