@@ -1,12 +1,12 @@
-"""Which audioflow source files each stage runs, read from the code (no import, no execution).
+"""Which audioflow source files a stage runs, read from the code (no import, no execution).
 
-A stage is a function in ``audioflow/stages.py``. It runs what its body imports, what the
-helpers of ``stages.py`` that it calls import, and, transitively, everything those modules
-import (at module level or inside functions: conservative). ``dvc.yaml`` lists exactly these
-files as the stage's code dependencies (tests/test_stage_contract.py compares), and the ZenML
-steps put ``code_hash(stage)`` in their cache keys: ZenML hashes a step's own function only,
-so without it a new audioflow (a new feature file, a fixed bug) would be served stale results
-from the cache.
+A stage is a module of ``audioflow/stages/`` (its function and its declaration). It runs that
+module and, transitively, everything it imports (at module level or inside functions:
+conservative). ``dvc.yaml`` lists exactly these files as the stage's code dependencies (it is
+generated from them), and the ZenML steps and KFP components put ``code_hash`` in their cache
+keys: ZenML hashes a step's own function only, so without it a new audioflow (a new feature
+file, a fixed bug) would be served stale results from the cache. This module knows nothing of
+the stages themselves: callers pass ``Stage.module``.
 """
 
 from __future__ import annotations
@@ -83,41 +83,27 @@ def _closure(target: Path) -> frozenset[Path]:
     return frozenset(_reachable(target, _file_imports))
 
 
-def stage_files(stage: str) -> set[Path]:
-    """The audioflow files (package folders for subpackages) the stage function runs."""
-    stages_py = PKG / "stages.py"
-    tree = ast.parse(stages_py.read_text())
-    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    module_level = set()
-    for n in tree.body:
-        if isinstance(n, ast.Import | ast.ImportFrom):
-            module_level |= _imports(n, "audioflow")
-    # The stage function and the helpers of stages.py it calls, transitively.
-    used = _reachable(stage, lambda name: [c.func.id for c in ast.walk(funcs[name]) if isinstance(c, ast.Call)
-                                           and isinstance(c.func, ast.Name) and c.func.id in funcs])
-    direct = set(module_level)
-    for name in used:
-        direct |= _imports(funcs[name], "audioflow")
-    out: set[Path] = {stages_py}  # itself, but not what its other stages import
-    for d in direct - {stages_py}:
-        out |= _closure(d)
+def module_file(module: str) -> Path:
+    f = _module_file(module)
+    if f is None or f.is_dir():
+        raise ValueError(f"{module}: not a module file of audioflow")
+    return f
+
+
+def stage_files(module: str) -> set[Path]:
+    """The audioflow files (package folders for subpackages) a stage's module runs: itself and,
+    transitively, what it imports (``Stage.module``: one module per stage)."""
+    out = set(_closure(module_file(module)))
     # A file inside a listed package folder is covered by the folder.
     folders = {p for p in out if p.is_dir()}
     return {p for p in out if not any(f in p.parents for f in folders)}
 
 
 @cache
-def code_hash(stage: str) -> str:
-    """A digest of the stage's source files (their paths inside the package and their bytes)."""
+def code_hash(module: str) -> str:
+    """A digest of a stage module's source files (their paths inside the package and their bytes)."""
     h = hashlib.sha256()
-    for target in sorted(stage_files(stage)):
+    for target in sorted(stage_files(module)):
         for f in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
             h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
-
-
-if __name__ == "__main__":  # python -m audioflow.code_deps: each stage's files, as dvc.yaml lists them
-    from audioflow.stages import PARAMS
-
-    for stage in PARAMS:
-        print(stage, sorted(p.relative_to(ROOT).as_posix() for p in stage_files(stage)))

@@ -1,6 +1,6 @@
 """The Kubeflow Pipelines front: one containerized component per stage, wiring only.
 
-    audioflow kubeflow compile audioflow-pipeline.yaml      # the IR YAML to upload to a cluster
+    python -m pipelines.kubeflow_cli compile audioflow-pipeline.yaml # the IR YAML to upload to a cluster
 
 Every component is a few lines that call ``audioflow.stages`` inside the steps image built
 from ``docker/Dockerfile``; the image, secrets, resources and retries come from
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from audioflow.config import Params, load_params
 from audioflow.errors import AudioflowError
-from audioflow.stages import STAGES
+from audioflow.stages import plan
 
 PIPELINE_NAME = "audioflow-training"
 # On every container of `run_local(image=...)`, valued with the run's pipeline root.
@@ -159,9 +159,8 @@ def train(features: Input[Dataset], split: Input[Dataset], sections: str, traine
     from audioflow import stages
 
     params, out = stages.params_from_json(sections), Path(trained_model.path)
-    with stages.checkpoint_store(checkpoint_root, checkpoint_run or run_id, params, Path(features.path),
-                                 Path(split.path), out / "checkpoint") as upload:
-        stages.train(params, Path(features.path), Path(split.path), out, progress=False, on_checkpoint=upload)
+    stages.train(params, Path(features.path), Path(split.path), out, progress=False,
+                 mirror=stages.folder_mirror(checkpoint_root, checkpoint_run or run_id))
     Path(training_curves.path).write_text(stages.png_page(out / "training_curves.png", "Training curves"))
 
 
@@ -261,20 +260,17 @@ def build_pipeline(params: Params, settings: KfpSettings):
                                                        ("onnx_model", Model)]):
         sections = step("configure", "configure", params_yaml=params_yaml, overrides=overrides,
                         data_root=data_root).set_caching_options(False).outputs
-        made, producer = {}, {}  # artifact name -> task output / task
+        made = {}  # artifact name -> task output
         extra = {"train": {"checkpoint_root": checkpoint_root, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                            "checkpoint_run": checkpoint_run}}
-        for stage in (s for s in STAGES.values() if not s.per_fold):
-            inputs = {a: made[a] for a in stage.inputs} | extra.get(stage.name, {})
+        for task in plan():
+            stage = task.stage
+            inputs = {a: made[a] for a, _ in task.inputs} | extra.get(stage.name, {})
             if stage.name == "featurize" and n_shards > 1:
-                tasks, made[stage.output] = featurize_sharded(sections[stage.name], **inputs)
+                _, made[stage.output] = featurize_sharded(sections[stage.name], **inputs)
             else:
-                tasks = [step(stage.name, stage.name, sections=sections[stage.name], **inputs)]
-                made[stage.output] = tasks[0].outputs[stage.output]
-            for gate in stage.after:
-                for task in tasks:
-                    task.after(producer[gate])
-            producer[stage.output] = tasks[0]
+                made[stage.output] = step(stage.name, stage.name, sections=sections[stage.name],
+                                          **inputs).outputs[stage.output]
         return NamedTuple("Outputs", [("features", Dataset), ("evaluation", Dataset), ("onnx_model", Model)])(
             made["features"], made["evaluation"], made["onnx_model"])
 

@@ -1,4 +1,4 @@
-"""The ZenML training pipeline: wiring only, from the stage declarations (audioflow.stages.STAGES).
+"""The ZenML training pipeline: wiring only, over the stage loop ``audioflow.stages.plan``.
 
     zenml init
     zenml pipeline run pipelines.training.training_pipeline -c configs/local.yaml
@@ -10,7 +10,7 @@ from zenml import pipeline
 
 import steps
 from audioflow.config import load_params
-from audioflow.stages import STAGES
+from audioflow.stages import STAGES, plan
 from steps._common import PARAMS_ENV, params_file
 
 
@@ -21,25 +21,21 @@ def training_pipeline(params_path: str | None = None, outputs: str = "outputs") 
     if params_path:
         os.environ[PARAMS_ENV] = params_path  # read by the ingest step's cache function
     params = load_params(params_file())
-    p, folds = params.to_dict(), params.split.fold_names
-    made = {}  # artifact name -> the step output that holds it ({fold: output} for per-fold ones)
-    for stage in STAGES.values():
-        # Each step gets the artifacts its stage reads and exactly the params.yaml sections it
-        # reads, so a change to one parameter invalidates only the steps that use it (ZenML's
-        # cache key includes step parameters), and each stage's params.json matches the CLI's
-        # and DVC's. `after`: featurize and split wait for validation. Per-fold stages (kfold)
-        # run once per fold, as steps named <stage>_<fold>.
-        sections = {f"{section}_cfg": p[section] for section in stage.sections}
-        extra = {f"{stage.reads_folds}s": list(made[stage.reads_folds].values())} if stage.reads_folds and folds else {}
-        for fold in folds if stage.per_fold else [None]:
-            inputs = [made[a][fold] if isinstance(made[a], dict) else made[a] for a in stage.inputs]
-            by_fold = {"fold": fold, "id": f"{stage.name}_{fold}"} if fold is not None else {}
-            out = getattr(steps, stage.name)(*inputs, after=[made[a] for a in stage.after] or None,
-                                             **sections, **extra, **by_fold)
-            out = out[0] if isinstance(out, list | tuple) else out  # first: the folder
-            made[stage.output] = made.get(stage.output, {}) | {fold: out} if fold is not None else out
+    made = {}  # (artifact, fold) -> the step output that holds it
+    for task in plan(params.split.fold_names):
+        # Each step gets the artifacts its stage reads and exactly the params.yaml keys it reads
+        # (as one <section>_cfg dict per section), so a change to one parameter invalidates only
+        # the steps that use it (ZenML's cache key includes step parameters), and each stage's
+        # params.json matches the CLI's and DVC's. Per-fold stages (kfold) run once per fold, as
+        # steps named <stage>_<fold>.
+        stage = task.stage
+        sections = {f"{section}_cfg": keys for section, keys in stage.picked(params).items()}
+        extra = {f"{stage.reads_folds}s": [made[ref] for ref in task.fold_inputs]} if task.fold_inputs else {}
+        by_fold = {"fold": task.fold, "id": task.id} if task.fold is not None else {}
+        out = getattr(steps, stage.name)(*(made[ref] for ref in task.inputs), **sections, **extra, **by_fold)
+        made[task.ref] = out[0] if isinstance(out, list | tuple) else out  # first: the folder
     # Never from the cache: a fully cached run still refreshes outputs/ and decides the promotion
     # (which re-scores the production model on this run's test split: the dataset and split).
     steps.publish.with_options(enable_cache=False)(
-        **{s.output: made[s.output] for s in STAGES.values() if s.publishes}, dataset=made["dataset"],
-        split=made["split"], outputs=outputs)
+        **{s.output: made[s.output, None] for s in STAGES.values() if s.publishes}, dataset=made["dataset", None],
+        split=made["split", None], outputs=outputs)

@@ -37,10 +37,10 @@ def data_fingerprint() -> str:
 
 def _code_key(stage: str, *more):
     """A ZenML cache function for ``stage``: the digest of the audioflow files it runs
-    (``audioflow.code_deps.code_hash``, the files dvc.yaml lists), then each of ``more``."""
+    (``audioflow.stages.code_hash``, the files dvc.yaml lists), then each of ``more``."""
 
     def key() -> str:
-        from audioflow.code_deps import code_hash
+        from audioflow.stages import code_hash
 
         return ":".join([code_hash(stage), *(f() for f in more)])
 

@@ -9,7 +9,6 @@ from zenml import log_metadata, step
 from zenml.types import HTMLString
 
 from audioflow import stages
-from audioflow.split import fold_dir
 from steps._common import code_policy, live_metadata, params, png_html, stage_dir, stored_checkpoint
 
 
@@ -19,9 +18,8 @@ def train_fold(features: Path, split: Path, model_cfg: dict[str, Any], train_cfg
     """Train the model of one fold (tested on that fold, trained on the others); resumable like ``train``."""
     p = params(model=model_cfg, train=train_cfg)
     out = stage_dir(f"train_fold_{fold}")
-    with stored_checkpoint(stages.checkpoint_key(p, features, fold_dir(split, fold)), out / "checkpoint") as upload:
-        result = stages.train_fold(p, features, split, out, fold=fold, progress=False, on_checkpoint=upload,
-                                   on_epoch=live_metadata)
+    result = stages.train_fold(p, features, split, out, fold=fold, progress=False, mirror=stored_checkpoint,
+                               on_epoch=live_metadata)
     shutil.rmtree(out / "checkpoint")  # emptied by the finished run: not part of the artifact
     log_metadata(metadata={"fold": fold, **result.summary()})
     return out, png_html(out / "training_curves.png", f"Training curves, fold {fold}")

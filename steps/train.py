@@ -20,8 +20,7 @@ def train(features: Path, split: Path, model_cfg: dict[str, Any], train_cfg: dic
     """
     p = params(model=model_cfg, train=train_cfg)
     out = stage_dir("train")
-    with stored_checkpoint(stages.checkpoint_key(p, features, split), out / "checkpoint") as upload:
-        result = stages.train(p, features, split, out, progress=False, on_checkpoint=upload, on_epoch=live_metadata)
+    result = stages.train(p, features, split, out, progress=False, mirror=stored_checkpoint, on_epoch=live_metadata)
     shutil.rmtree(out / "checkpoint")  # emptied by the finished run: not part of the artifact
     log_metadata(metadata=result.summary())
     return out, png_html(out / "training_curves.png", "Training curves")

@@ -29,6 +29,15 @@ def audioflow(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Comp
     return p
 
 
+def kubeflow_cli(*args: str, cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m pipelines.kubeflow_cli ARGS`` in ``cwd`` (a project root: its pipelines/ is the one run)."""
+    p = subprocess.run([sys.executable, "-m", "pipelines.kubeflow_cli", *args], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert not check or p.returncode == 0, \
+        f"kubeflow_cli {' '.join(args)} -> {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
+    return p
+
+
 def artifact_type(spec: pipeline_spec_pb2.PipelineSpec, component: str, output: str) -> str:
     return spec.components[component].output_definitions.artifacts[output].artifact_type.schema_title
 
@@ -36,7 +45,7 @@ def artifact_type(spec: pipeline_spec_pb2.PipelineSpec, component: str, output: 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> tuple[pipeline_spec_pb2.PipelineSpec, dict]:
     out = tmp_path_factory.mktemp("kfp") / "pipeline.yaml"
-    audioflow("kubeflow", "compile", str(out), "--set", "features.shards=3", "--image", "registry.test/af:1",
+    kubeflow_cli("compile", str(out), "--set", "features.shards=3", "--image", "registry.test/af:1",
               cwd=ROOT)
     docs = list(yaml.safe_load_all(out.read_text()))  # the whole file must be valid YAML
     assert len(docs) == 2
@@ -113,8 +122,7 @@ def test_caching_retries_and_s3_secret(compiled):
 def test_a_wrong_settings_key_is_refused(tmp_path: Path):
     bad = tmp_path / "kfp.yaml"
     bad.write_text((ROOT / "configs/kfp.yaml").read_text() + "\nretries: 3\n")
-    p = subprocess.run([str(BIN / "audioflow"), "kubeflow", "compile", str(tmp_path / "p.yaml"), "--config",
-                        str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    p = kubeflow_cli("compile", str(tmp_path / "p.yaml"), "--config", str(bad), cwd=ROOT, check=False)
     assert p.returncode != 0 and "retries" in p.stderr
 
 
@@ -132,7 +140,7 @@ def test_local_run_matches_the_cli_byte_for_byte(tmp_path: Path):
         shutil.copyfile(ROOT / "params.yaml", where / "params.yaml")
     env = os.environ | {"TMPDIR": str(scratch)}
     data = ["--set", f"data.root={tmp_path / 'data'}", "--set", "features.shards=3"]
-    p = audioflow("kubeflow", "run-local", "-q", "--pipeline-root", "root", *data, *SMALL, cwd=kfp_project, env=env)
+    p = kubeflow_cli("run-local", "-q", "--pipeline-root", "root", *data, *SMALL, cwd=kfp_project, env=env)
     artifacts = json.loads(re.search(r"artifacts: (\{.*\})", p.stderr).group(1))
     audioflow("run", "-q", *data, *SMALL, cwd=cli_project, env=env)
 
@@ -154,7 +162,7 @@ def _stage_of(task: str) -> str:
 
 def test_the_wiring_follows_the_stage_declarations(compiled):
     """Each task reads the artifacts its stage declares, from the task of the stage that writes
-    them, and waits for its gate (tests/test_stage_contract.py checks the other fronts)."""
+    them (tests/test_stage_contract.py checks the other fronts)."""
     from audioflow.stages import PRODUCER, STAGES
 
     spec, _ = compiled
@@ -166,14 +174,14 @@ def test_the_wiring_follows_the_stage_declarations(compiled):
         read = {key: (_stage_of(a.task_output_artifact.producer_task), a.task_output_artifact.output_artifact_key)
                 for key, a in task.inputs.artifacts.items()}
         assert read == {a: (PRODUCER[a].name, a) for a in stage.inputs}, name
-        assert {_stage_of(t) for t in task.dependent_tasks} >= {PRODUCER[a].name for a in stage.after}, name
+        assert {_stage_of(t) for t in task.dependent_tasks} >= {PRODUCER[a].name for a in stage.inputs}, name
         # The first output of each component is the stage's folder artifact.
         outputs = spec.components[task.component_ref.name].output_definitions.artifacts
         assert stage.output in outputs, name
 
 
 def test_each_component_gets_its_own_stage_sections(compiled):
-    """The KFP front hands each component its declared sections, like the others."""
+    """The KFP front hands each component its declared params keys, like the others."""
     from audioflow.stages import STAGES
 
     spec, _ = compiled
@@ -192,8 +200,8 @@ def test_sections_carry_the_code_each_stage_runs():
     audioflow files it runs (what dvc.yaml lists), computed by configure inside the image, so a
     rebuilt image under the same tag reruns what changed. The stages themselves ignore it."""
     from audioflow import stages
-    from audioflow.code_deps import code_hash
     from audioflow.config import load_params
+    from audioflow.stages import code_hash
     from pipelines.kubeflow import configure
 
     params = load_params(ROOT / "params.yaml")
@@ -201,15 +209,16 @@ def test_sections_carry_the_code_each_stage_runs():
     for name, sections in out.items():
         assert json.loads(sections)[stages.CODE_KEY] == code_hash(name), name
         assert stages.sections_json(stages.params_from_json(sections), name) == stages.sections_json(params, name)
+        keys = {f"{sec}.{k}" for sec, d in json.loads(sections).items() if sec != stages.CODE_KEY for k in d}
+        assert keys == {".".join(k.split(".")[:2]) for k in stages.STAGES[name].params}, name
     assert out["featurize"] != out["split"]
 
 
 def test_kfold_is_refused_with_a_message(tmp_path: Path):
     """Cross-validation runs under the CLI, ZenML and DVC; this front says so instead of
     quietly training one model."""
-    p = subprocess.run([str(BIN / "audioflow"), "kubeflow", "compile", str(tmp_path / "p.yaml"),
-                        "--set", "split.strategy=kfold", "--set", "split.folds=[1,2,3]"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    p = kubeflow_cli("compile", str(tmp_path / "p.yaml"), "--set", "split.strategy=kfold",
+                     "--set", "split.folds=[1,2,3]", cwd=ROOT, check=False)
     assert p.returncode != 0 and not (tmp_path / "p.yaml").exists()
     assert "split.strategy kfold" in p.stderr and "ZenML" in p.stderr, p.stderr[-2000:]
 

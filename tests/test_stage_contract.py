@@ -1,6 +1,8 @@
 """Every front follows the one declaration of each stage (``audioflow.stages.STAGES``): its
-params.yaml sections, the artifacts it reads, writes and waits for, the files it publishes, and
-the code it runs (derived from the imports). The KFP wiring is checked in tests/test_kubeflow.py."""
+params.yaml keys, the artifacts it reads and writes, the files it publishes, and the code it runs
+(derived from the imports). dvc.yaml is generated from the declarations and must be what the
+generator writes now. The KFP wiring is checked in tests/test_kubeflow.py; that each stage reads
+only its declared keys, in tests/test_stage_params.py."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audioflow.code_deps import ROOT, stage_files
+from audioflow.code_deps import ROOT
 from audioflow.config import Params
-from audioflow.stages import PRODUCER, STAGES, Layout
+from audioflow.stages import PRODUCER, STAGES, Layout, code_files, plan
 
 _DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 LAYOUT = Layout()
@@ -42,11 +44,14 @@ def _path(artifact: str) -> Path:
 
 
 def test_declarations_are_consistent():
-    sections = {f.alias or name for name, f in Params.model_fields.items()}
+    sections = {f.alias or name: f.annotation for name, f in Params.model_fields.items()}
     seen: set[str] = set()
     for stage in STAGES.values():
-        assert set(stage.sections) <= sections, stage.name
-        assert set(stage.inputs) | set(stage.after) <= seen, f"{stage.name} reads an artifact no earlier stage writes"
+        assert stage.params and len(set(stage.params)) == len(stage.params), stage.name
+        for key in stage.params:  # a real key of a real section
+            section, name = key.split(".")[:2]
+            assert name in sections[section].model_fields, key
+        assert set(stage.inputs) <= seen, f"{stage.name} reads an artifact no earlier stage writes"
         seen.add(stage.output)
     assert len({s.folder for s in STAGES.values()}) == len(STAGES)
     for stage in STAGES.values():  # per-fold: a folder per fold; the fold-reader reads a per-fold artifact
@@ -54,6 +59,17 @@ def test_declarations_are_consistent():
         assert stage.reads_folds is None or (PRODUCER[stage.reads_folds].per_fold and not stage.per_fold)
     published = [dst for s in STAGES.values() for _, dst in s.publishes]
     assert len(published) == len(set(published))
+
+
+def test_params_yaml_holds_every_declared_key():
+    """DVC reads each stage's params keys from params.yaml: a key missing there fails `dvc repro`."""
+    given = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for stage in STAGES.values():
+        for key in stage.params:
+            d = given
+            for part in key.split("."):
+                assert isinstance(d, dict) and part in d, f"params.yaml has no {key} (read by {stage.name})"
+                d = d[part]
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
@@ -86,7 +102,7 @@ def test_dvc_has_every_stage_in_order():
 
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_dvc_stage_params_and_command(stage: str):
-    assert DVC[stage]["params"] == list(STAGES[stage].sections)
+    assert DVC[stage]["params"] == list(STAGES[stage].params)
     fold = f" --fold {ITEM}" if STAGES[stage].per_fold else ""
     assert DVC[stage]["cmd"] == f"audioflow {stage}{fold} -q"
 
@@ -109,10 +125,10 @@ def test_dvc_data_deps_are_the_declared_inputs_and_gate(stage: str):
         assert LAYOUT.path(s.reads_folds).as_posix() in deps, f"dvc.yaml {stage}: deps {deps}"
         deps.remove(LAYOUT.path(s.reads_folds).as_posix())
     for dep in deps:
-        (artifact,) = [a for a in (*s.inputs, *s.after) if _within(dep, _path(a))] or [None]
+        (artifact,) = [a for a in s.inputs if _within(dep, _path(a))] or [None]
         assert artifact is not None, f"dvc.yaml {stage} depends on {dep}, which is no declared input"
         owner.setdefault(artifact, []).append(dep)
-    assert sorted(owner) == sorted({*s.inputs, *s.after}), f"dvc.yaml {stage}: deps {deps}"
+    assert sorted(owner) == sorted(s.inputs), f"dvc.yaml {stage}: deps {deps}"
     assert all(len(v) == 1 for v in owner.values()), owner
 
 
@@ -135,21 +151,59 @@ def test_dvc_outs_are_the_declared_folder_and_published_files(stage: str):
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_dvc_code_deps_are_what_the_stage_imports(stage: str):
     listed = {d for d in DVC[stage]["deps"] if d.startswith("audioflow/")}
-    derived = {p.relative_to(ROOT).as_posix() for p in stage_files(stage)}
+    derived = {p.relative_to(ROOT).as_posix() for p in code_files(stage)}
     assert listed == derived, (f"dvc.yaml {stage}: missing {sorted(derived - listed)}, "
                                f"not run by the stage {sorted(listed - derived)}")
 
 
 def test_derived_deps_are_not_vacuous():
     def names(stage: str) -> set[str]:
-        return {p.relative_to(ROOT).as_posix() for p in stage_files(stage)}
+        return {p.relative_to(ROOT).as_posix() for p in code_files(stage)}
 
-    assert {"audioflow/training.py", "audioflow/models", "audioflow/features.py"} <= names("train")
-    # Evaluation no longer runs the training loop, so editing training.py keeps evaluate cached.
-    assert "audioflow/training.py" not in names("evaluate") and "audioflow/evaluation.py" in names("evaluate")
-    assert "audioflow/cli.py" not in names("train")
-    assert names("ingest") == {"audioflow/stages.py", "audioflow/config.py", "audioflow/errors.py",
-                               "audioflow/manifest.py", "audioflow/storage.py"}
+    assert {"audioflow/training", "audioflow/models", "audioflow/features.py"} <= names("train")
+    # Evaluation does not run the training loop, so editing training keeps evaluate cached; and a
+    # stage runs its own module, not the others' (one module per stage).
+    assert "audioflow/training" not in names("evaluate") and "audioflow/evaluation.py" in names("evaluate")
+    assert "audioflow/stages/train.py" not in names("evaluate") and "audioflow/stages/export.py" not in names("train")
+    assert not any(n.startswith("audioflow/cli") for s in STAGES for n in names(s))
+    assert names("ingest") == {"audioflow/stages/ingest.py", "audioflow/stages/base.py", "audioflow/atomic.py",
+                               "audioflow/config.py", "audioflow/errors.py", "audioflow/manifest.py",
+                               "audioflow/storage.py"}
+
+
+def test_dvc_yaml_is_what_the_generator_writes(tmp_path: Path):
+    """dvc.yaml is generated (python -m audioflow.stages.dvcyaml --write); the committed one is current."""
+    import subprocess
+    import sys
+
+    from audioflow.stages.dvcyaml import render
+
+    assert (ROOT / "dvc.yaml").read_text() == render(), \
+        "dvc.yaml is stale: run `uv run python -m audioflow.stages.dvcyaml --write` and commit it"
+    p = subprocess.run([sys.executable, "-m", "audioflow.stages.dvcyaml", "--check"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "up to date" in p.stdout, p.stdout + p.stderr
+    (tmp_path / "dvc.yaml").write_text(render() + "\n# edited by hand\n")
+    p = subprocess.run([sys.executable, "-m", "audioflow.stages.dvcyaml", "--check"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "stale" in p.stdout, p.stdout + p.stderr
+
+
+def test_plan_is_the_stage_loop():
+    """Every front loops over ``plan``: the stages in order, per-fold ones once per fold, each
+    input from the task that makes it (the fold's own for per-fold artifacts)."""
+    assert [t.id for t in plan()] == [s for s in STAGES if not STAGES[s].per_fold]
+    tasks = plan(["a", 2])
+    ids = [t.id for t in tasks]
+    assert ids == ["ingest", "validate", "featurize", "split", "train_fold_a", "train_fold_2", "evaluate_fold_a",
+                   "evaluate_fold_2", "train", "evaluate", "export"]
+    made = set()
+    for t in tasks:
+        assert set(t.inputs) | set(t.fold_inputs) <= made, t.id
+        made.add(t.ref)
+    by_id = {t.id: t for t in tasks}
+    assert ("fold_model", "2") in by_id["evaluate_fold_2"].inputs
+    assert by_id["evaluate"].fold_inputs == (("fold_evaluation", "a"), ("fold_evaluation", "2"))
 
 
 # --------------------------------------------------------------------------- ZenML
@@ -181,8 +235,8 @@ def test_zenml_steps_key_their_cache_on_their_stage_code(tmp_path: Path, monkeyp
     """Every cached step's key holds the digest of exactly the files dvc.yaml lists for its stage
     (tests/test_zenml.py: a changed file reruns those steps in a real store)."""
     import steps
-    from audioflow.code_deps import code_hash
     from audioflow.demo import write_demo_dataset
+    from audioflow.stages import code_hash
     from steps import _common
 
     # ingest's key also fingerprints the recordings: give it some.
@@ -232,7 +286,10 @@ def test_zenml_pipeline_is_wired_from_the_declarations(tmp_path: Path, monkeypat
         inv = invocations[name]
         assert {k: (a.invocation_id, a.output_name) for k, a in inv.input_artifacts.items()} == \
             {a: (PRODUCER[a].name, a) for a in s.inputs}, name
-        assert set(inv.upstream_steps) >= {PRODUCER[a].name for a in s.after}, name
+        assert set(inv.upstream_steps) >= {PRODUCER[a].name for a in s.inputs}, name
+        # exactly the stage's keys, one <section>_cfg parameter per section
+        keys = {f"{sec}.{k}" for p, v in inv.parameters.items() if p.endswith("_cfg") for sec in [p[:-4]] for k in v}
+        assert keys == {".".join(k.split(".")[:2]) for k in s.params}, name
 
 
 def test_zenml_kfold_has_a_step_per_fold_wired_to_its_fold(tmp_path: Path, monkeypatch):

@@ -1,0 +1,26 @@
+"""ingest: find the recordings and their labels (manifest or class folders), hash their content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from audioflow.stages.base import Stage, atomic_dir, keys, write_params
+
+if TYPE_CHECKING:
+    from audioflow.config import Params
+
+
+def ingest(params: Params, out: Path, *, progress: bool = True, publish_to: Path | None = None):
+    from audioflow.manifest import ingest as _ingest
+
+    ds = _ingest(params.data, progress=progress)
+    with atomic_dir(out) as tmp:
+        ds.save(tmp)
+        write_params(params, STAGE, tmp)
+    return ds
+
+
+STAGE = Stage("ingest", "find recordings and labels, hash their content", ingest,
+              output="dataset", folder="ingest", params=keys("data.*"),
+              dvc={"deps": ["${data.root}"]})
