@@ -46,10 +46,12 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")  # offline by default
     os.environ.setdefault("ZENML_ENABLE_RICH_TRACEBACK", "false")
-    from audioflow.cli import _quiet_libraries, ensure_demo_data, print_summary
+    from audioflow.cli.common import quiet_libraries
+    from audioflow.cli.pipeline import ensure_demo_data
+    from audioflow.cli.summary import print_summary
     from audioflow.config import load_params
 
-    _quiet_libraries()
+    quiet_libraries()
     params = load_params(args.params)
     if args.demo_data:
         ensure_demo_data(params.data.root)

@@ -136,7 +136,7 @@ def test_run_on_class_folders_with_a_group_column_fails_clearly(tmp_path: Path):
 
 
 def test_summary_says_no_groups(tmp_path: Path, capsys):
-    from audioflow.cli import print_summary
+    from audioflow.cli.summary import print_summary
 
     (tmp_path / "dataset.json").write_text(json.dumps(
         {"root": "d", "n_files": 4, "labels": ["a", "b"], "n_groups": 0,

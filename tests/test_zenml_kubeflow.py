@@ -333,7 +333,7 @@ def test_zenml_builds_exactly_docker_dockerfile(registered: dict):
     assert build["push_to"] == registered["registry"]
     assert build["image"].startswith(f"{registered['registry']}/audioflow:")
     files = build["files"]
-    assert {"pyproject.toml", "uv.lock", "README.md", "audioflow/cli.py"} <= set(files)
+    assert {"pyproject.toml", "uv.lock", "README.md", "audioflow/cli/__init__.py"} <= set(files)
     assert not any(f == "data" or f.startswith("data/") for f in files)
 
 
