@@ -268,7 +268,7 @@ def test_serve_image_serves_the_trained_model_like_predict(engine, images, conta
 
 
 def kfp_command(pipeline_root: Path, outputs: Path, data_url: str, checkpoints: str, *extra: str) -> list[str]:
-    return [str(BIN / "audioflow"), "kubeflow", "run-local", "-q", "--image", STEPS, "--pipeline-root",
+    return [sys.executable, "-m", "pipelines.kubeflow_cli", "run-local", "-q", "--image", STEPS, "--pipeline-root",
             str(pipeline_root), "--outputs", str(outputs), "--data-root", data_url, "--checkpoint-root",
             checkpoints, *SMALL, *extra]
 
@@ -470,8 +470,11 @@ def test_zenml_local_docker_orchestrator_matches_the_local_one(engine, images, d
     zenml("image-builder", "register", "local_builder", "-f", "local")
     zenml("orchestrator", "register", "local_docker", "-f", "local_docker")
     zenml("stack", "register", "local_docker", "-o", "local_docker", "-a", "default", "-i", "local_builder", "--set")
+    stopped = engine("ps", "--all", "--quiet", "--filter", f"ancestor={images['steps']}").stdout.split()
     log = zenml("pipeline", "run", "pipelines.training.training_pipeline", "-c", str(uncached))
     assert "in Docker" in log
+    # configs/local_docker.yaml removes each step's container when it ends
+    assert engine("ps", "--all", "--quiet", "--filter", f"ancestor={images['steps']}").stdout.split() == stopped
     p = subprocess.run([sys.executable, "-c", EVALUATION], cwd=where, env=env, capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
