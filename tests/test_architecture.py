@@ -33,6 +33,18 @@ def test_the_deployment_cli_imports_no_torch():
     assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
 
 
+def test_the_stage_declarations_load_in_the_core_install():
+    """The torch-free serve image has the whole CLI: ``audioflow --help`` and ``audioflow serve``
+    build the parser, stage commands included, from the declarations. So importing those needs
+    none of the training extra (yaml, pandas, torch); a stage command then names it."""
+    code = ("import sys, audioflow.cli, audioflow.cli.pipeline, audioflow.stages; "
+            "audioflow.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "{'torch', 'torchaudio', 'pandas', 'yaml', 'sklearn', 'zenml', 'dvc', 'kfp'}))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
+
+
 def test_no_module_is_too_long():
     lengths = {path.relative_to(ROOT).as_posix(): len(path.read_text().splitlines())
                for top in ("audioflow", "pipelines", "steps") for path in (ROOT / top).rglob("*.py")

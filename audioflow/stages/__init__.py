@@ -67,10 +67,9 @@ from audioflow.stages.validate import validate  # noqa: E402, F401
 
 PRODUCER: dict[str, Stage] = {s.output: s for s in STAGES.values()}  # artifact -> the stage writing it
 
-# The params.yaml keys each stage reads. Every front hands a stage exactly these (ZenML as step
-# parameters, DVC as `params:`, KFP through its configure task) and the stage records them in its
-# params.json, so one run records the same parameters under every front.
-PARAMS: dict[str, tuple[str, ...]] = {s.name: s.params for s in STAGES.values()}
+# Each stage's ``params`` are the params.yaml keys it reads. Every front hands a stage exactly these
+# (ZenML as step parameters, DVC as `params:`, KFP through its configure task) and the stage
+# records them in its params.json, so one run records the same parameters under every front.
 
 
 @dataclass(frozen=True)

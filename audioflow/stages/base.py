@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +24,14 @@ FOLDS = "folds"  # under artifacts/: one folder per cross-validation fold
 SERVING = "serving.json"  # evaluate -> export: the temperature and operating point the model carries
 
 
-def keys(*names: str) -> tuple[str, ...]:
-    """Dotted params.yaml keys; ``section.*`` stands for every key of that section, in order."""
-    from audioflow.config import Params
+def expand(reads: tuple[str, ...]) -> tuple[str, ...]:
+    """Dotted params.yaml keys from a declaration's ``reads``: ``section.*`` stands for every key
+    of that section, in order, and ``!section.key`` leaves one out. Unknown keys raise."""
+    from audioflow.config import Params  # here, not at import: declarations load without pydantic
 
     sections = {f.alias or n: f.annotation for n, f in Params.model_fields.items()}
     out: list[str] = []
-    for name in names:
+    for name in (r for r in reads if not r.startswith("!")):
         section, _, key = name.partition(".")
         if section not in sections:
             raise ValueError(f"{name}: params.yaml has no section {section!r}")
@@ -40,7 +42,10 @@ def keys(*names: str) -> tuple[str, ...]:
             out.append(name)
         else:
             raise ValueError(f"{name}: params.yaml's {section} has no key {key.split('.')[0]!r}")
-    return tuple(out)
+    left_out = {r[1:] for r in reads if r.startswith("!")}
+    if unknown := left_out - set(out):
+        raise ValueError(f"{sorted(unknown)}: left out but not read")
+    return tuple(k for k in out if k not in left_out)
 
 
 def pick(d: dict[str, Any], dotted: tuple[str, ...]) -> dict[str, Any]:
@@ -62,7 +67,7 @@ class Stage:
     - the CLI makes ``audioflow <name>``: the inputs' folders under ``artifacts/``, the
       function, the files it publishes to ``outputs/``;
     - ``dvc.yaml`` is generated from it (``python -m audioflow.stages.dvcyaml``): ``params``
-      as the stage's exact keys, ``inputs`` as data dependencies, ``code`` (its
+      (``reads``, expanded) as the stage's exact keys, ``inputs`` as data dependencies, ``code`` (its
       module and what it imports) as code dependencies, ``folder`` and ``publishes`` as outputs
       (``dvc`` holds what DVC needs besides: files read from a folder, outputs kept across runs);
     - the ZenML pipeline and the KFP pipeline wire their steps from ``stages.plan``, and hand
@@ -77,7 +82,10 @@ class Stage:
     fn: Callable = field(repr=False)
     output: str  # the artifact it writes (a folder): its name in ZenML and KFP
     folder: str  # that folder under artifacts/ for the CLI and DVC
-    params: tuple[str, ...]  # the params.yaml keys it reads (``keys``): exactly these reach it
+    # The params.yaml keys it reads (``section.*``: all of a section; ``!section.key``: but that
+    # one); exactly these reach it (``params``). Kept as written so that a declaration loads in
+    # the torch-free core install (no pydantic, which expanding them needs).
+    reads: tuple[str, ...]
     inputs: tuple[str, ...] = ()  # the artifacts it reads (featurize and split: validation, the gate)
     publishes: tuple[tuple[str, str], ...] = ()  # (file in its folder, file in outputs/)
     # split.strategy kfold only: one instance per fold (split.folds), each cached on its own;
@@ -87,10 +95,15 @@ class Stage:
     reads_folds: str | None = None
     dvc: dict[str, Any] = field(default_factory=dict, repr=False)  # dvc.yaml extras (see dvcyaml.py)
 
+    @cached_property
+    def params(self) -> tuple[str, ...]:
+        """Its exact params.yaml keys, in order (``expand(reads)``)."""
+        return expand(self.reads)
+
     @property
     def sections(self) -> tuple[str, ...]:
         """The params.yaml sections its keys are in, in order (ZenML's ``<section>_cfg`` parameters)."""
-        return tuple(dict.fromkeys(k.split(".")[0] for k in self.params))
+        return tuple(dict.fromkeys(k.split(".")[0] for k in self.reads if not k.startswith("!")))
 
     @property
     def module(self) -> str:

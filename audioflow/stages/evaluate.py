@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from audioflow import atomic
 from audioflow.errors import AudioflowError
-from audioflow.stages.base import SERVING, Stage, atomic_dir, keys, publish, write_params
+from audioflow.stages.base import SERVING, Stage, atomic_dir, publish, write_params
 from audioflow.stages.held_out import groups_of, score, selected_model, serving_of, test_split_hash
 
 if TYPE_CHECKING:
@@ -170,6 +170,6 @@ def summary_roc(evaluation: Path) -> tuple[list[float], list[float], list[float]
 STAGE = Stage("evaluate", "test-set metrics with bootstrap intervals (under kfold: every fold's, mean and std), "
               "confusion matrix, ROC and precision-recall curves, calibration (temperature fitted on val), the "
               "operating point, predictions, the model card", evaluate,
-              output="evaluation", folder="evaluate", params=keys("evaluate.*"),
+              output="evaluation", folder="evaluate", reads=("evaluate.*",),
               inputs=("features", "split", "trained_model"), publishes=tuple((f, f) for f in EVALUATION_FILES),
               reads_folds="fold_evaluation")

@@ -26,5 +26,5 @@ def evaluate_fold(params: Params, features: Path, split: Path, fold_model: Path,
 
 
 STAGE = Stage("evaluate_fold", "kfold: metrics of one fold's model on the recordings of that fold", evaluate_fold,
-              output="fold_evaluation", folder=FOLDS + "/{fold}/evaluate", params=EVALUATE.params,
+              output="fold_evaluation", folder=FOLDS + "/{fold}/evaluate", reads=EVALUATE.reads,
               inputs=("features", "split", "fold_model"), per_fold=True)

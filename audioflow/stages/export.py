@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from audioflow import atomic
 from audioflow.errors import AudioflowError
-from audioflow.stages.base import SERVING, Stage, atomic_dir, keys, publish, write_params
+from audioflow.stages.base import SERVING, Stage, atomic_dir, publish, write_params
 
 if TYPE_CHECKING:
     import numpy as np
@@ -102,6 +102,6 @@ def _int8(params: Params, folder: Path, dataset: Path, split: Path, spec) -> dic
 # Reads the evaluation for its serving.json alone: the temperature and operating point go into
 # the model, so a change of evaluate.bootstrap or the gate leaves the export as it was.
 STAGE = Stage("export", "ONNX export (waveform in, calibrated logits out) with a parity check", export,
-              output="onnx_model", folder="export", params=keys("export.*"),
+              output="onnx_model", folder="export", reads=("export.*",),
               inputs=("trained_model", "dataset", "split", "evaluation"), publishes=(("model.onnx", "model.onnx"),),
               dvc={"files": {"evaluation": SERVING}})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from audioflow.stages.base import Stage, atomic_dir, keys, write_params
+from audioflow.stages.base import Stage, atomic_dir, write_params
 from audioflow.stages.validated import QUARANTINE, validated
 
 if TYPE_CHECKING:
@@ -39,5 +39,5 @@ def merge_features(params: Params, parts: list[Path], out: Path):
 # features.shards is not one of its keys: how many tasks featurize on Kubeflow changes no byte.
 STAGE = Stage("featurize", "decode, resample, window and compute log-mel features", featurize,
               output="features", folder="features",
-              params=tuple(k for k in keys("features.*") if k != "features.shards"),
+              reads=("features.*", "!features.shards"),
               inputs=("dataset", "validation"), dvc={"files": {"validation": QUARANTINE}})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from audioflow.stages.base import Stage, atomic_dir, keys, write_params
+from audioflow.stages.base import Stage, atomic_dir, write_params
 
 if TYPE_CHECKING:
     from audioflow.config import Params
@@ -22,5 +22,5 @@ def ingest(params: Params, out: Path, *, progress: bool = True, publish_to: Path
 
 
 STAGE = Stage("ingest", "find recordings and labels, hash their content", ingest,
-              output="dataset", folder="ingest", params=keys("data.*"),
+              output="dataset", folder="ingest", reads=("data.*",),
               dvc={"deps": ["${data.root}"]})

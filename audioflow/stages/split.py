@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from audioflow import atomic
-from audioflow.stages.base import FOLDS, Stage, atomic_dir, keys, write_params
+from audioflow.stages.base import FOLDS, Stage, atomic_dir, write_params
 from audioflow.stages.validated import QUARANTINE, validated
 
 if TYPE_CHECKING:
@@ -43,6 +43,6 @@ def write_fold_plan(split: Path, path: Path) -> None:
 # and which collection (the model card reads them from this stage's params.json).
 STAGE = Stage("split", "stratified, group-aware train/val/test split", split,
               output="split", folder="split",
-              params=keys("data.root", "data.group_column", "data.fold_column", "split.*"),
+              reads=("data.root", "data.group_column", "data.fold_column", "split.*"),
               inputs=("dataset", "validation"),
               dvc={"files": {"validation": QUARANTINE}, "extra_outs": [f"{FOLDS}/{FOLD_PLAN}"]})

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from audioflow.stages.base import Stage, keys, write_params
+from audioflow.stages.base import Stage, write_params
 
 if TYPE_CHECKING:
     from audioflow.config import Params
@@ -120,5 +120,5 @@ TRAIN_OUTS = ("model", "history.csv", "training_curves.png", "train.json", "para
 DVC = {"outs": TRAIN_OUTS, "persist": CHECKPOINT, "metrics": f"{LIVE}/metrics.json", "consumed": "model"}
 
 STAGE = Stage("train", "train the model, keep the best checkpoint (resumes after a crash)", train,
-              output="trained_model", folder="train", params=keys("model.*", "train.*"),
+              output="trained_model", folder="train", reads=("model.*", "train.*"),
               inputs=("features", "split"), dvc=DVC)

@@ -25,5 +25,5 @@ def train_fold(params: Params, features: Path, split: Path, out: Path, *, fold: 
 
 
 STAGE = Stage("train_fold", "kfold: train the model of one fold (trained on the other folds)", train_fold,
-              output="fold_model", folder=FOLDS + "/{fold}/train", params=TRAIN.params,
+              output="fold_model", folder=FOLDS + "/{fold}/train", reads=TRAIN.reads,
               inputs=("features", "split"), per_fold=True, dvc=DVC)

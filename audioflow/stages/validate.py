@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from audioflow.stages.base import Stage, atomic_dir, keys, publish, write_params
+from audioflow.stages.base import Stage, atomic_dir, publish, write_params
 
 if TYPE_CHECKING:
     from audioflow.config import Params
@@ -33,5 +33,5 @@ def validate(params: Params, dataset: Path, out: Path, *, progress: bool = True,
 
 
 STAGE = Stage("validate", "check every recording (Great Expectations)", validate,
-              output="validation", folder="validate", params=keys("validate.*"), inputs=("dataset",),
+              output="validation", folder="validate", reads=("validate.*",), inputs=("dataset",),
               publishes=(("report.json", "validation_report.json"), ("report.html", "validation_report.html")))
