@@ -106,16 +106,18 @@ else
     export DOCKER_BUILDKIT=1  # cache mounts
 fi
 
-# build TAG DOCKERFILE ARGS...: the image, then the one it replaced removed if nothing else
-# names it (a rebuild after each code change would otherwise leave a dangling image).
+# build TAG DOCKERFILE ARGS...: the image, then the one it replaced removed if no other tag
+# names it (a rebuild after each code change would otherwise leave a dangling image; one that
+# another tag still names, say localhost/audioflow-steps:dev under a benchmark's tag, stays).
 build() {
     local tag="$1" file="$2" before after
     shift 2
     before="$("$engine" image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
     "$engine" build "${build_args[@]}" "$@" --file "$root/docker/$file" --tag "$tag" "$root"
     after="$("$engine" image inspect --format '{{.Id}}' "$tag")"
-    if [[ -n "$before" && "$before" != "$after" ]]; then
-        "$engine" image rm "$before" >/dev/null 2>&1 || true  # refused while a tag or container uses it
+    if [[ -n "$before" && "$before" != "$after" ]] &&
+       [[ "$("$engine" image inspect --format '{{len .RepoTags}}' "$before" 2>/dev/null)" == 0 ]]; then
+        "$engine" image rm "$before" >/dev/null 2>&1 || true  # refused while a container uses it
     fi
     echo "== $tag: $("$engine" image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1 / 1e6}')"
 }

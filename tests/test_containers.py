@@ -411,6 +411,8 @@ def test_images_smoke(engine, images, tmp_path):
     assert r["serve_cold_start_s"] > 0 and r["host_cold_start_s"] > 0 and r["code_rebuild_s"] > 0
     assert sorted(tmpdir.iterdir()) == []
     assert engine("image", "inspect", "localhost/audioflow-steps:bench", check=False).returncode != 0
+    for image in images.values():  # what `make images` built is still there, under its tag
+        assert engine("image", "inspect", image, check=False).returncode == 0, image
 
 
 # --------------------------------------------------------------------------- ZenML in containers
