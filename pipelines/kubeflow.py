@@ -215,9 +215,9 @@ def build_pipeline(params: Params, settings: KfpSettings):
     if params.split.strategy == "kfold":
         raise AudioflowError("split.strategy kfold (cross-validation) runs with `audioflow run`, ZenML and "
                              "`dvc repro`; the Kubeflow pipeline trains one model: use stratified or predefined")
-    component = {fn.__name__: dsl.component(fn, base_image=settings.image, install_kfp_package=False)
-                 for fn in (configure, ingest, validate, featurize, merge_features, split, train, evaluate,
-                            export)}
+    # configure, the sharded featurize's merge, and the component named after each stage in plan()
+    fns = [configure, merge_features] + [globals()[task.stage.name] for task in plan()]
+    component = {fn.__name__: dsl.component(fn, base_image=settings.image, install_kfp_package=False) for fn in fns}
 
     def step(name: str, stage: str, **inputs) -> dsl.PipelineTask:
         task = component[name](**inputs).set_display_name(stage)

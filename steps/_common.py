@@ -11,6 +11,7 @@ from zenml.materializers.base_materializer import BaseMaterializer
 from zenml.types import HTMLString
 
 from audioflow.config import Params, load_params, params_from_dict
+from audioflow.stages import STAGES
 
 PARAMS_ENV = "AUDIOFLOW_PARAMS"  # which params.yaml the pipeline was compiled from
 CHECKPOINTS = "audioflow-checkpoints"  # under the artifact store's path: where a retried step looks
@@ -48,17 +49,12 @@ def _code_key(stage: str, *more):
     return key
 
 
-# ZenML hashes a step's own function, not the library it calls: these put the stage's code in
-# the key, so a new or fixed audioflow reruns what it changes, as `dvc repro` does.
-ingest_code = _code_key("ingest", data_fingerprint)  # and the recordings' content
-validate_code = _code_key("validate")
-featurize_code = _code_key("featurize")
-split_code = _code_key("split")
-train_fold_code = _code_key("train_fold")
-evaluate_fold_code = _code_key("evaluate_fold")
-train_code = _code_key("train")
-evaluate_code = _code_key("evaluate")
-export_code = _code_key("export")
+# ZenML hashes a step's own function, not the library it calls: a `<stage>_code` cache function
+# for every registered stage puts the stage's code in the key, so a new or fixed audioflow reruns
+# what it changes, as `dvc repro` does. Ingest's also fingerprints the recordings' content.
+_MORE = {"ingest": (data_fingerprint,)}
+for _stage in STAGES:
+    globals()[f"{_stage}_code"] = _code_key(_stage, *_MORE.get(_stage, ()))
 
 
 def code_policy(stage: str) -> CachePolicy:
