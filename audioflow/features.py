@@ -26,7 +26,7 @@ import torch
 from audioflow import audio
 from audioflow.config import FeaturesConfig
 from audioflow.errors import AudioflowError
-from audioflow.logmel import LEVELS, LOG_FLOOR, FeatureSpec, LogMel, floor_db, power_to_db  # noqa: F401
+from audioflow.logmel import LOG_FLOOR, FeatureSpec, LogMel, floor_db, power_to_db  # noqa: F401
 from audioflow.manifest import Dataset
 
 

@@ -31,7 +31,6 @@ import pandas as pd
 from audioflow.bootstrap import (  # noqa: F401
     SCORES,
     _interval,
-    _per_unit,
     _units,
     bootstrap_intervals,
     metric_draws,
@@ -39,7 +38,7 @@ from audioflow.bootstrap import (  # noqa: F401
     resample_counts,
 )
 from audioflow.errors import ReliabilityError  # noqa: F401
-from audioflow.reliability_plots import _pyplot, plot_curves, plot_reliability  # noqa: F401
+from audioflow.reliability_plots import plot_curves, plot_reliability  # noqa: F401
 from audioflow.scoring import recording_probabilities, softmax  # noqa: F401
 
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # a temperature at either end says the fit ran away: reported

@@ -26,32 +26,22 @@ from audioflow.manifest import Dataset
 # the page that shows it. The facts and the GX suites live in their own modules; their names
 # stay importable from here.
 from audioflow.validation_facts import (  # noqa: F401
-    _CHUNK,
-    CLIP_LEVEL,
     FACT_COLUMNS,
-    NON_FINITE,
     RMS_FLOOR_DBFS,
-    _signal_stats,
     _typed,
     collect_facts,
     file_facts,
 )
 from audioflow.validation_gx import (  # noqa: F401
-    ReasonFn,
-    _Check,
-    _check,
     _dataset_checks,
     _file_checks,
     _group_checks,
     _group_labels,
     _gx_context,
     _import_gx,
-    _in_use,
     _label_counts,
-    _label_key,
     _Outcome,
     _plain,
-    _plain_json,
     _run_suite,
     _with_content_columns,
 )

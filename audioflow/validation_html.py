@@ -28,15 +28,13 @@ from audioflow.validation_html_cells import (  # noqa: F401
     _esc,
     _fmt,
     _labels,
-    _num,
     _per_label,
     _plural,
     _readable,
     _table,
-    _td,
     _values,
 )
-from audioflow.validation_html_plots import _METRICS, _counts_png, _distribution_png, _plot_section  # noqa: F401
+from audioflow.validation_html_plots import _plot_section  # noqa: F401
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1240px;

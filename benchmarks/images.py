@@ -125,6 +125,12 @@ def cold_start_host(model: Path) -> float:
             proc.wait()
 
 
+def paired(name: str, times: list[float], base_name: str, base: list[float], ratio: str, digits: int) -> dict:
+    """The medians of a measurement and its baseline from the same run, and their ratio."""
+    m, b = round(statistics.median(times), digits), round(statistics.median(base), digits)
+    return {name: m, base_name: b, ratio: round(m / b, digits)}
+
+
 def rebuild_seconds(context: Path, env: dict, change: bool, n: int) -> float:
     if change:
         init = context / "audioflow" / "__init__.py"
@@ -169,9 +175,7 @@ def measure(args, client: str, env: dict, tmp: Path) -> int:
     for _ in range(args.repeats):  # interleaved, so that drift hits both alike
         host.append(cold_start_host(model))
         container.append(cold_start_container(client, env, model))
-    r |= {"serve_cold_start_s": round(statistics.median(container), 3),
-          "host_cold_start_s": round(statistics.median(host), 3)}
-    r["cold_start_ratio"] = round(r["serve_cold_start_s"] / r["host_cold_start_s"], 3)
+    r |= paired("serve_cold_start_s", container, "host_cold_start_s", host, "cold_start_ratio", 3)
     print(f"cold start   serve image {r['serve_cold_start_s']:.2f} s to a healthy /health, `audioflow serve` "
           f"on the host {r['host_cold_start_s']:.2f} s: {r['cold_start_ratio']:.2f}x "
           f"(goal: <= {GOALS['serve_cold_start_s']} s)", flush=True)
@@ -193,9 +197,7 @@ def measure(args, client: str, env: dict, tmp: Path) -> int:
                 edited.append(rebuild_seconds(context, env, change=True, n=i))
         finally:
             subprocess.run([client, "image", "rm", BENCH], env=env, capture_output=True, timeout=300)
-        r |= {"code_rebuild_s": round(statistics.median(edited), 2),
-              "cached_rebuild_s": round(statistics.median(same), 2)}
-        r["rebuild_ratio"] = round(r["code_rebuild_s"] / r["cached_rebuild_s"], 2)
+        r |= paired("code_rebuild_s", edited, "cached_rebuild_s", same, "rebuild_ratio", 2)
         print(f"rebuild      steps image after a one-line code change {r['code_rebuild_s']:.1f} s, nothing "
               f"changed {r['cached_rebuild_s']:.1f} s: {r['rebuild_ratio']:.1f}x "
               f"(goal: well under {GOALS['code_rebuild_s']:.0f} s)", flush=True)

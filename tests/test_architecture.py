@@ -5,6 +5,7 @@ And no module grows past about 400 lines."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -23,26 +24,29 @@ def test_import_contracts_hold():
     assert p.returncode == 0, f"lint-imports -> {p.returncode}\n{p.stdout}\n{p.stderr}"
 
 
+def _loaded(code: str, tops: set[str], prefixes: tuple[str, ...] = ()) -> list[str]:
+    """The modules under ``tops`` (or starting with ``prefixes``) that running ``code`` in a
+    fresh interpreter leaves in sys.modules."""
+    probe = (f"import sys; {code}; print(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(tops)!r} "
+             f"or m.startswith({prefixes!r})))")
+    p = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return ast.literal_eval(p.stdout)
+
+
 def test_the_deployment_cli_imports_no_torch():
     """What the contracts check statically, at run time: the modules a torch-free install runs."""
-    code = ("import sys, audioflow.cli, audioflow.cli.deploy, audioflow.inference, audioflow.serve; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "{'torch', 'torchaudio', 'zenml', 'dvc', 'kfp', 'pandas', 'sklearn'} or m.startswith(("
-            "'audioflow.stages', 'audioflow.training', 'audioflow.features', 'audioflow.cli.pipeline'))))")
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
+    assert _loaded("import audioflow.cli, audioflow.cli.deploy, audioflow.inference, audioflow.serve",
+                   {"torch", "torchaudio", "zenml", "dvc", "kfp", "pandas", "sklearn"},
+                   ("audioflow.stages", "audioflow.training", "audioflow.features", "audioflow.cli.pipeline")) == []
 
 
 def test_the_stage_declarations_load_in_the_core_install():
     """The torch-free serve image has the whole CLI: ``audioflow --help`` and ``audioflow serve``
     build the parser, stage commands included, from the declarations. So importing those needs
     none of the training extra (yaml, pandas, torch); a stage command then names it."""
-    code = ("import sys, audioflow.cli, audioflow.cli.pipeline, audioflow.stages; "
-            "audioflow.cli.build_parser(); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "{'torch', 'torchaudio', 'pandas', 'yaml', 'sklearn', 'zenml', 'dvc', 'kfp'}))")
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
+    assert _loaded("import audioflow.cli, audioflow.cli.pipeline, audioflow.stages; audioflow.cli.build_parser()",
+                   {"torch", "torchaudio", "pandas", "yaml", "sklearn", "zenml", "dvc", "kfp"}) == []
 
 
 def test_no_module_is_too_long():

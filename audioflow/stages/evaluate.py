@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from audioflow import atomic
 from audioflow.errors import AudioflowError
 from audioflow.stages.base import SERVING, Stage, atomic_dir, publish, write_params
 from audioflow.stages.held_out import groups_of, score, selected_model, serving_of, test_split_hash
@@ -60,8 +59,8 @@ def _cross_validation(params: Params, features: Path, split: Path, trained_model
         assessed["operating_point"]["fold_thresholds"] = {n: s["operating_point"]["threshold"]
                                                           for n, s in by_fold.items()}
     metrics |= assessed | {"test_split_hash": test_split_hash(pooled["path"])}
-    atomic.write_text(tmp / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    atomic.write_text(tmp / SERVING, json.dumps(serving, indent=2) + "\n")
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (tmp / SERVING).write_text(json.dumps(serving, indent=2) + "\n")
     return metrics
 
 

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from audioflow import atomic
 from audioflow.errors import AudioflowError
 from audioflow.stages.base import SERVING, Stage, atomic_dir, publish, write_params
 
@@ -72,7 +71,7 @@ def export(params: Params, trained_model: Path, dataset: Path, split: Path, eval
         report["path"] = "model.onnx"  # relative to the stage folder: no temporary path recorded
         if params.export.int8:
             report["int8"] = _int8(params, tmp, dataset, split, meta.spec)
-        atomic.write_text(tmp / "export.json", json.dumps(report, indent=2, default=str) + "\n")
+        (tmp / "export.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         write_params(params, STAGE, tmp)
     publish(STAGE, out, publish_to)
     return report

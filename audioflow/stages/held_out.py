@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from audioflow import atomic
 from audioflow.errors import AudioflowError
 from audioflow.stages.base import SERVING
 
@@ -95,5 +94,5 @@ def score(params: Params, features: Path, split: Path, trained_model: Path, tmp:
              "dataset_fingerprint": meta.dataset_fingerprint, "test_split_hash": test_split_hash(preds["path"])} \
         | extra | assessed
     raw.to_csv(tmp / "predictions_uncalibrated.csv", index=False)
-    atomic.write_text(tmp / SERVING, json.dumps(serving, indent=2) + "\n")
+    (tmp / SERVING).write_text(json.dumps(serving, indent=2) + "\n")
     return write_report(preds, feats.labels, tmp, extra=extra, title=title)
