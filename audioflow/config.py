@@ -174,11 +174,11 @@ class BCResNetOptions(_Section):
     subbands: int = Field(4, ge=1)  # sub-spectral normalization: frequency groups normalized apart
 
 
-MODEL_OPTIONS: dict[str, type[_Section]] = {"cnn": CNNOptions, "bcresnet": BCResNetOptions}
-
-
 class ModelConfig(_Section):
-    name: str = "cnn"  # cnn | bcresnet
+    """``name`` and one options section per model (``model.<name>``): a new model is its module in
+    audioflow/models/, its options class here, its field below and its section in params.yaml."""
+
+    name: str = "cnn"  # one of the sections below
     cnn: CNNOptions = CNNOptions()
     bcresnet: BCResNetOptions = BCResNetOptions()
 
@@ -192,6 +192,11 @@ class ModelConfig(_Section):
     def options(self) -> dict[str, Any]:
         """The options of the model that is trained (``model.<name>``)."""
         return getattr(self, self.name).model_dump()
+
+
+# model name -> its options class, from ModelConfig's fields
+MODEL_OPTIONS: dict[str, type[_Section]] = {n: f.annotation for n, f in ModelConfig.model_fields.items()
+                                            if n != "name"}
 
 
 class TrainConfig(_Section):

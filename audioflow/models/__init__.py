@@ -8,7 +8,9 @@ the ONNX graph). Each model declares its options (a pydantic section of ``audiof
 
 from __future__ import annotations
 
+import pkgutil
 from collections.abc import Callable
+from importlib import import_module
 
 import torch
 from pydantic import ValidationError
@@ -85,4 +87,6 @@ def create_model(name: str, n_mels: int, n_classes: int, **options) -> nn.Module
     return factory(n_mels=n_mels, n_classes=n_classes, **checked)
 
 
-from audioflow.models import bcresnet, cnn  # noqa: E402, F401  (registers the built-in models)
+# Each module of this package registers its models when imported: a new model is a new module.
+for _module in pkgutil.iter_modules(__path__):
+    import_module(f"{__name__}.{_module.name}")
