@@ -2,8 +2,9 @@
 
     python -m pipelines.kubeflow_cli compile audioflow-pipeline.yaml # the IR YAML to upload to a cluster
 
-Every component is a few lines that call ``audioflow.stages`` inside the steps image built
-from ``docker/Dockerfile``; the image, secrets, resources and retries come from
+Every component is generated from its stage's declaration (``pipelines/kubeflow_components.py``,
+``python -m audioflow.stages.generate``) and calls ``audioflow.stages`` inside the steps image
+built from ``docker/Dockerfile``; the image, secrets, resources and retries come from
 ``configs/kfp.yaml`` and the hyperparameters from ``params.yaml`` (compiled in as the default of
 the ``params_yaml`` pipeline parameter). Run-time parameters: ``data_root`` (a folder or an
 object-store URL such as ``s3://bucket/recordings``), ``overrides`` (``{"train.lr": 0.001}``) and
@@ -24,12 +25,13 @@ from typing import NamedTuple
 
 import yaml
 from kfp import dsl, kubernetes
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Model, Output
 from pydantic import BaseModel, ConfigDict, Field
 
 from audioflow.config import Params, load_params
 from audioflow.errors import AudioflowError
 from audioflow.stages import plan
+from pipelines import kubeflow_components
 
 PIPELINE_NAME = "audioflow-training"
 # On every container of `run_local(image=...)`, valued with the run's pipeline root.
@@ -81,56 +83,10 @@ def load_settings(path: str | Path = "configs/kfp.yaml", image: str | None = Non
 
 
 # --------------------------------------------------------------------------- components
-# Lightweight components: KFP ships each function's source to the image, so each one imports
-# what it uses inside its body.
-
-
-# The outputs are spelled out: KFP runs this function's source text alone in the pod, where
-# a name from this module would be undefined (tests check they are the declared stages).
-def configure(params_yaml: str, overrides: dict, data_root: str) -> NamedTuple(
-    "Sections", [("ingest", str), ("validate", str), ("featurize", str), ("split", str),
-                 ("train", str), ("evaluate", str), ("export", str)]
-):
-    """The params.yaml sections each stage reads, with the run's overrides and data root, and
-    the digest of the code each stage runs in this image (never cached, so a rebuilt image
-    under the same tag reruns exactly the stages whose code changed)."""
-    from collections import namedtuple
-
-    from audioflow import stages
-    from audioflow.config import params_from_yaml
-
-    params = params_from_yaml(params_yaml, dict(overrides or {}, **{"data.root": data_root}))
-    names = [name for name, stage in stages.STAGES.items() if not stage.per_fold]
-    return namedtuple("Sections", names)(*(stages.sections_json(params, s, code=True) for s in names))
-
-
-def ingest(sections: str, dataset: Output[Dataset]):
-    from pathlib import Path
-
-    from audioflow import stages
-
-    stages.ingest(stages.params_from_json(sections), Path(dataset.path), progress=False)
-
-
-def validate(dataset: Input[Dataset], sections: str, validation: Output[Dataset], validation_report: Output[HTML]):
-    import shutil
-    from pathlib import Path
-
-    from audioflow import stages
-
-    out = Path(validation.path)
-    stages.validate(stages.params_from_json(sections), Path(dataset.path), out, progress=False)
-    shutil.copyfile(out / "report.html", validation_report.path)
-
-
-def featurize(dataset: Input[Dataset], validation: Input[Dataset], sections: str, features: Output[Dataset],
-              shard: int = 0, n_shards: int = 1):
-    from pathlib import Path
-
-    from audioflow import stages
-
-    stages.featurize(stages.params_from_json(sections), Path(dataset.path), Path(validation.path),
-                     Path(features.path), progress=False, shard=(shard, n_shards))
+# A component per stage, and configure (the sections each stage reads), are generated from the
+# declarations (pipelines/kubeflow_components.py); the sharded featurize's merge is this front's
+# own. Lightweight components: KFP ships each function's source to the image, so each one
+# imports what it uses inside its body.
 
 
 def merge_features(sections: str, first: Input[Dataset], second: Input[Dataset], features: Output[Dataset]):
@@ -140,65 +96,6 @@ def merge_features(sections: str, first: Input[Dataset], second: Input[Dataset],
 
     stages.merge_features(stages.params_from_json(sections), [Path(first.path), Path(second.path)],
                           Path(features.path))
-
-
-def split(dataset: Input[Dataset], validation: Input[Dataset], sections: str, split: Output[Dataset]):
-    from pathlib import Path
-
-    from audioflow import stages
-
-    stages.split(stages.params_from_json(sections), Path(dataset.path), Path(validation.path), Path(split.path))
-
-
-def train(features: Input[Dataset], split: Input[Dataset], sections: str, trained_model: Output[Model],
-          training_curves: Output[HTML], checkpoint_root: str = "", run_id: str = "", checkpoint_run: str = ""):
-    """With ``checkpoint_root`` (object storage) a retried pod resumes from the last epoch; with
-    ``checkpoint_run`` (an earlier run's id) a new run resumes that run's training."""
-    from pathlib import Path
-
-    from audioflow import stages
-
-    params, out = stages.params_from_json(sections), Path(trained_model.path)
-    stages.train(params, Path(features.path), Path(split.path), out, progress=False,
-                 mirror=stages.folder_mirror(checkpoint_root, checkpoint_run or run_id))
-    Path(training_curves.path).write_text(stages.png_page(out / "training_curves.png", "Training curves"))
-
-
-def evaluate(features: Input[Dataset], split: Input[Dataset], trained_model: Input[Model], sections: str,
-             evaluation: Output[Dataset], metrics: Output[Metrics], confusion_matrix: Output[ClassificationMetrics],
-             roc_curve: Output[ClassificationMetrics], curves: Output[HTML], model_card: Output[Markdown]):
-    """Scores with their interval bounds, AUC/AP, calibration and the operating point as Metrics; the
-    confusion matrix and one ROC curve (KFP shows one per artifact) as ClassificationMetrics; the
-    per-class curves and the reliability diagram as HTML; the model card as Markdown."""
-    from pathlib import Path
-
-    from audioflow import stages
-
-    out = Path(evaluation.path)
-    m = stages.evaluate(stages.params_from_json(sections), Path(features.path), Path(split.path),
-                        Path(trained_model.path), out)
-    for key, value in stages.headline_metrics(m).items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            metrics.log_metric(key, value)
-    confusion_matrix.log_confusion_matrix(*stages.confusion_counts(out))
-    fpr, tpr, threshold, what = stages.summary_roc(out)
-    roc_curve.log_roc_curve(fpr, tpr, threshold)
-    roc_curve.metadata["curve"] = what
-    Path(curves.path).write_text(stages.png_page(out / "curves.png", "ROC and precision-recall, one class vs rest")
-                                 + stages.png_page(out / "reliability.png", "Reliability (calibration)"))
-    Path(model_card.path).write_text((out / "model_card.md").read_text())
-
-
-def export(trained_model: Input[Model], dataset: Input[Dataset], split: Input[Dataset], evaluation: Input[Dataset],
-           sections: str, onnx_model: Output[Model]):
-    from pathlib import Path
-
-    from audioflow import stages
-
-    report = stages.export(stages.params_from_json(sections), Path(trained_model.path), Path(dataset.path),
-                           Path(split.path), Path(evaluation.path), Path(onnx_model.path))
-    onnx_model.metadata.update({"framework": "onnx", "file": "model.onnx", "opset": report["opset"],
-                                "max_abs_diff": report["max_abs_diff"], "temperature": report["temperature"]})
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -216,7 +113,8 @@ def build_pipeline(params: Params, settings: KfpSettings):
         raise AudioflowError("split.strategy kfold (cross-validation) runs with `audioflow run`, ZenML and "
                              "`dvc repro`; the Kubeflow pipeline trains one model: use stratified or predefined")
     # configure, the sharded featurize's merge, and the component named after each stage in plan()
-    fns = [configure, merge_features] + [globals()[task.stage.name] for task in plan()]
+    fns = [kubeflow_components.configure, merge_features] + [getattr(kubeflow_components, task.stage.name)
+                                                            for task in plan()]
     component = {fn.__name__: dsl.component(fn, base_image=settings.image, install_kfp_package=False) for fn in fns}
 
     def step(name: str, stage: str, **inputs) -> dsl.PipelineTask:

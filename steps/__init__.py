@@ -1,14 +1,8 @@
-"""ZenML steps: thin, typed adapters over ``audioflow.stages`` (one step per file)."""
+"""ZenML steps: one per stage, generated from the stage declarations (``steps/stages.py``), and
+``publish``, which stages and promotes the model version."""
 
-from steps.evaluate import evaluate
-from steps.export import export
-from steps.featurize import featurize
-from steps.folds import evaluate_fold, train_fold
-from steps.ingest import ingest
 from steps.publish import publish
-from steps.split import split
-from steps.train import train
-from steps.validate import validate
+from steps.stages import *  # noqa: F403
+from steps.stages import __all__ as _stages
 
-__all__ = ["ingest", "validate", "featurize", "split", "train_fold", "evaluate_fold", "train", "evaluate", "export",
-           "publish"]
+__all__ = [*_stages, "publish"]

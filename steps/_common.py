@@ -1,4 +1,8 @@
-"""What the steps share: params sections in, stage folders out, HTML for the dashboard."""
+"""What the steps share: params sections in, stage folders out, metadata and views for the dashboard.
+
+The steps themselves (``steps/stages.py``) are generated from the stage declarations; each one is
+``run_step``.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from zenml import get_step_context, log_metadata
 from zenml.config.cache_policy import CachePolicy
 from zenml.materializers.base_materializer import BaseMaterializer
-from zenml.types import HTMLString
+from zenml.types import HTMLString, MarkdownString
 
 from audioflow.config import Params, load_params, params_from_dict
 from audioflow.stages import STAGES
+from audioflow.stages.orchestrated import run_task, view
 
 PARAMS_ENV = "AUDIOFLOW_PARAMS"  # which params.yaml the pipeline was compiled from
 CHECKPOINTS = "audioflow-checkpoints"  # under the artifact store's path: where a retried step looks
@@ -62,11 +68,41 @@ def code_policy(stage: str) -> CachePolicy:
     return CachePolicy(cache_func=f"steps._common.{stage}_code")
 
 
+def run_step(name: str, *inputs: Path, fold: str | None = None, folds: list[Path] | None = None, **cfgs: dict):
+    """A stage as a ZenML step: its folder (and its views: HTML, Markdown, metrics) as outputs,
+    its figures as step metadata. A stage that trains mirrors its checkpoint in the artifact
+    store after every epoch, so a retried step (a restarted pod, another machine) resumes where
+    the killed one stopped, and logs each epoch while it runs."""
+    stage = STAGES[name]
+    out = stage_dir(name if fold is None else f"{name}_{fold}")
+    views = run_task(name, params(**{k.removesuffix("_cfg"): v for k, v in cfgs.items()}), inputs, out,
+                     fold=fold, folds=folds or [], mirror=stored_checkpoint, on_epoch=live_metadata,
+                     record=lambda m: _record(m, stage.headline))
+    shown = [_view(kind, view(views[v])) for v, kind in stage.views if kind != "roc"]  # ROC: KFP's one curve
+    return (out, *shown) if shown else out
+
+
+def _view(kind: str, content):
+    if kind == "markdown":
+        return MarkdownString(content)
+    if kind == "metrics":
+        return content
+    return HTMLString(content[0] if kind == "confusion" else content)
+
+
+def _record(metadata: dict, headline: bool) -> None:
+    """Step metadata; a headline also on the pipeline run and the model version (the figures the
+    dashboard compares runs and versions by)."""
+    log_metadata(metadata=metadata)
+    if headline:
+        log_metadata(metadata=metadata, run_id_name_or_prefix=get_step_context().pipeline_run.id)
+        if get_step_context().model is not None:
+            log_metadata(metadata=metadata, infer_model=True)
+
+
 def live_metadata(row: dict) -> None:
     """One epoch's figures as metadata of the running step: the dashboard shows training's
     progress while it runs (``epoch`` and the latest values; history.csv keeps every epoch)."""
-    from zenml import log_metadata
-
     log_metadata(metadata={k: v for k, v in row.items() if isinstance(v, int | float)})
 
 
@@ -78,13 +114,6 @@ def stage_dir(stage: str) -> Path:
     """
     with BaseMaterializer(uri="").get_temporary_directory(delete_at_exit=False) as scratch:
         return Path(scratch) / stage
-
-
-def png_html(path: Path, title: str) -> HTMLString:
-    """A PNG embedded in HTML, so the dashboard shows it without another materializer."""
-    from audioflow.stages import png_page
-
-    return HTMLString(png_page(path, title))
 
 
 class _ArtifactStoreFolder:

@@ -202,7 +202,7 @@ def test_sections_carry_the_code_each_stage_runs():
     from audioflow import stages
     from audioflow.config import load_params
     from audioflow.stages import code_hash
-    from pipelines.kubeflow import configure
+    from pipelines.kubeflow_components import configure
 
     params = load_params(ROOT / "params.yaml")
     out = configure(json.dumps(params.to_dict()), {}, "data")._asdict()
@@ -231,7 +231,7 @@ import os, signal, sys
 from pathlib import Path
 from kfp.dsl import HTML, Dataset, Model
 from audioflow import storage
-from pipelines import kubeflow
+from pipelines import kubeflow_components as kubeflow
 root, pod, kill_after = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 if kill_after:
     real, stored = storage.FsspecFolder.rename, []

@@ -171,22 +171,26 @@ def test_derived_deps_are_not_vacuous():
                                "audioflow/storage.py"}
 
 
-def test_dvc_yaml_is_what_the_generator_writes(tmp_path: Path):
-    """dvc.yaml is generated (python -m audioflow.stages.dvcyaml --write); the committed one is current."""
+def test_generated_files_are_what_the_generator_writes(tmp_path: Path):
+    """dvc.yaml, the ZenML steps and the KFP components are generated (python -m
+    audioflow.stages.generate --write); the committed ones are current, and --check says so."""
     import subprocess
     import sys
 
-    from audioflow.stages.dvcyaml import render
+    from audioflow.stages.generate import COMMAND, files
 
-    assert (ROOT / "dvc.yaml").read_text() == render(), \
-        "dvc.yaml is stale: run `uv run python -m audioflow.stages.dvcyaml --write` and commit it"
-    p = subprocess.run([sys.executable, "-m", "audioflow.stages.dvcyaml", "--check"], cwd=ROOT,
+    for path, text in files().items():
+        assert (ROOT / path).read_text() == text, f"{path} is stale: run `{COMMAND}` and commit it"
+    p = subprocess.run([sys.executable, "-m", "audioflow.stages.generate", "--check"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "up to date" in p.stdout, p.stdout + p.stderr
-    (tmp_path / "dvc.yaml").write_text(render() + "\n# edited by hand\n")
-    p = subprocess.run([sys.executable, "-m", "audioflow.stages.dvcyaml", "--check"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 1 and "stale" in p.stdout, p.stdout + p.stderr
+    for path in files():  # each file on its own: one edited, the others current
+        for other, body in files().items():
+            (tmp_path / other).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / other).write_text(body + ("\n# edited by hand\n" if other == path else ""))
+        p = subprocess.run([sys.executable, "-m", "audioflow.stages.generate", "--check"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 1 and f"stale: {path}:" in p.stdout, p.stdout + p.stderr
 
 
 def test_plan_is_the_stage_loop():
@@ -228,7 +232,8 @@ def test_zenml_step_reads_writes_and_takes_what_the_stage_declares(stage: str):
     assert [n for n in params if not n.endswith("_cfg") and n not in extra] == list(s.inputs)
     assert [n for n in params if n.endswith("_cfg")] == [f"{section}_cfg" for section in s.sections]
     assert all(n in params for n in extra)
-    assert _step_outputs(fn)[0] == s.output
+    # The folder, then each view a ZenML dashboard shows (KFP's single ROC curve is not one)
+    assert _step_outputs(fn) == [s.output] + [name for name, kind in s.views if kind != "roc"]
 
 
 def test_zenml_steps_key_their_cache_on_their_stage_code(tmp_path: Path, monkeypatch):
@@ -312,16 +317,16 @@ def test_zenml_kfold_has_a_step_per_fold_wired_to_its_fold(tmp_path: Path, monke
 def test_kfp_component_reads_and_writes_the_declared_artifacts(stage: str):
     from kfp.dsl.types.type_annotations import InputAnnotation, OutputAnnotation
 
-    from pipelines import kubeflow
+    from pipelines import kubeflow_components
 
     s = STAGES[stage]
-    hints = typing.get_type_hints(getattr(kubeflow, stage), include_extras=True)
+    hints = typing.get_type_hints(getattr(kubeflow_components, stage), include_extras=True)
 
     def annotated(kind) -> list[str]:
         return [n for n, h in hints.items() if kind in getattr(h, "__metadata__", ())]
 
     assert annotated(InputAnnotation) == list(s.inputs)
-    assert annotated(OutputAnnotation)[0] == s.output
+    assert annotated(OutputAnnotation) == [s.output] + [name for name, _ in s.views]
 
 
 @pytest.mark.parametrize("doc", ["dvc.yaml", "README.md", "params.yaml", "Makefile"])

@@ -220,5 +220,6 @@ def test_quality_gate_fails_the_run_and_does_not_promote(project: Project):
     assert last["status"] == "failed"
     assert "below evaluate.min_macro_f1=1.0" in last["log"]
     assert last["steps"]["evaluate"] == "failed" and "publish" not in rerun(last)
+    assert last["run_metadata"]["macro_f1"] < 1.0  # what the failed gate measured is on the run
     assert last["left_in_tmp"] == []  # a failed step cleans up too
     assert last["model_version"]["stage"] in (None, "None", "none")

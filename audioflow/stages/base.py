@@ -20,6 +20,10 @@ from audioflow.atomic import atomic_dir  # noqa: F401  (every stage writes its f
 if TYPE_CHECKING:
     from audioflow.config import Params
 
+# A view's kind: HTML, Markdown, flat numeric metrics, a confusion matrix ``(html, labels,
+# counts)`` (ZenML shows the HTML, KFP the counts) and one ROC curve ``(fpr, tpr, threshold,
+# what)`` (KFP only).
+VIEW_KINDS = ("html", "markdown", "metrics", "confusion", "roc")
 FOLDS = "folds"  # under artifacts/: one folder per cross-validation fold
 SERVING = "serving.json"  # evaluate -> export: the temperature and operating point the model carries
 
@@ -66,12 +70,14 @@ class Stage:
 
     - the CLI makes ``audioflow <name>``: the inputs' folders under ``artifacts/``, the
       function, the files it publishes to ``outputs/``;
-    - ``dvc.yaml`` is generated from it (``python -m audioflow.stages.dvcyaml``): ``params``
+    - ``dvc.yaml`` is generated from it (``python -m audioflow.stages.generate``): ``params``
       (``reads``, expanded) as the stage's exact keys, ``inputs`` as data dependencies, ``code`` (its
       module and what it imports) as code dependencies, ``folder`` and ``publishes`` as outputs
       (``dvc`` holds what DVC needs besides: files read from a folder, outputs kept across runs);
-    - the ZenML pipeline and the KFP pipeline wire their steps from ``stages.plan``, and hand
-      each step exactly ``params``.
+    - the ZenML steps (``steps/stages.py``) and the KFP components
+      (``pipelines/kubeflow_components.py``) are generated from it too (``python -m
+      audioflow.stages.generate``): their inputs, outputs and dashboard views; both pipelines
+      wire them from ``stages.plan`` and hand each exactly ``params``.
 
     The function is ``fn(params, *inputs, out, *, progress, publish_to)``: its input arguments
     are named after the artifacts it reads, in this order.
@@ -94,6 +100,18 @@ class Stage:
     # Under kfold, also reads this per-fold artifact of every fold (keyword ``<artifact>s=``).
     reads_folds: str | None = None
     dvc: dict[str, Any] = field(default_factory=dict, repr=False)  # dvc.yaml extras (see dvcyaml.py)
+    # What an orchestrator's dashboard shows beside the folder: ``(name, kind)``, each one output
+    # of the ZenML step and the KFP component (``VIEW_KINDS``), filled by ``dashboard``.
+    views: tuple[tuple[str, str], ...] = ()
+    # ``dashboard(out, result, fold) -> (metadata, {view: content})``: the figures the fronts record
+    # as metadata and the views' contents, from the stage's folder (``result`` is None when the
+    # stage raised after writing it: evaluate's quality gate).
+    dashboard: Callable | None = field(default=None, repr=False)
+    headline: bool = False  # its metadata is the run's headline (ZenML: also on the run and the model version)
+    model: bool = False  # its output is a model (KFP's Model artifact type; else Dataset)
+    resumable: bool = False  # the function takes ``mirror=`` and ``on_epoch=`` (train)
+    sharded: bool = False  # the function takes ``shard=(i, n)`` (featurize under KFP's fan-out)
+    scratch: tuple[str, ...] = ()  # folders in its output an orchestrator does not store (emptied checkpoints)
 
     @cached_property
     def params(self) -> tuple[str, ...]:

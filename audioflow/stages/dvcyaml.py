@@ -1,4 +1,4 @@
-"""dvc.yaml, generated from the stage declarations: ``python -m audioflow.stages.dvcyaml --write``.
+"""dvc.yaml, generated from the stage declarations: ``python -m audioflow.stages.generate --write``.
 
 Each stage becomes a DVC stage calling its CLI command with the default folders (``Layout``):
 ``params`` are its exact keys, ``deps`` the folders (or the one file) of the artifacts it reads
@@ -7,10 +7,6 @@ tests/test_stage_contract.py fails when the committed dvc.yaml is not what this 
 """
 
 from __future__ import annotations
-
-import argparse
-import sys
-from pathlib import Path
 
 from audioflow.code_deps import ROOT
 from audioflow.stages import PRODUCER, STAGES, Layout, Stage, code_files
@@ -21,7 +17,7 @@ ITEM = "${item}"  # a per-fold stage's fold (``foreach: ${split.folds}``)
 HEADER = """\
 # Generated from the stage declarations (audioflow/stages/): do not edit by hand. After a change
 # to a stage's declaration or to the code it imports, run
-#     uv run python -m audioflow.stages.dvcyaml --write
+#     uv run python -m audioflow.stages.generate --write
 # (tests/test_stage_contract.py fails while the committed file differs from what that writes).
 #
 # The audioflow pipeline for DVC: `dvc repro` runs what changed, `dvc exp run -S key=value`
@@ -170,28 +166,3 @@ def render(layout: Layout | None = None) -> str:
     for stage in STAGES.values():
         lines += stage_lines(stage, layout) + [""]
     return "\n".join(lines) + PLOTS
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m audioflow.stages.dvcyaml",
-                                 description="Write dvc.yaml from the stage declarations (audioflow/stages/).")
-    ap.add_argument("--write", action="store_true", help="write ./dvc.yaml (default: print it)")
-    ap.add_argument("--check", action="store_true", help="exit 1 if ./dvc.yaml differs from what it would write")
-    args = ap.parse_args(argv)
-    text, path = render(), Path("dvc.yaml")
-    if args.check:
-        same = path.is_file() and path.read_text() == text
-        print("dvc.yaml is up to date" if same else "dvc.yaml is stale: run python -m audioflow.stages.dvcyaml --write")
-        return 0 if same else 1
-    if args.write:
-        from audioflow import atomic
-
-        atomic.write_text(path, text)
-        print(f"wrote {path} ({len(STAGES)} stages)")
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from audioflow.errors import AudioflowError
-from audioflow.stages.base import SERVING, Stage, atomic_dir, publish, write_params
+from audioflow.stages.base import SERVING, Stage, atomic_dir, png_page, publish, write_params
 from audioflow.stages.held_out import groups_of, score, selected_model, serving_of, test_split_hash
 
 if TYPE_CHECKING:
@@ -164,6 +164,24 @@ def summary_roc(evaluation: Path) -> tuple[list[float], list[float], list[float]
     return roc["fpr"], roc["tpr"], roc["threshold"], what
 
 
+def dashboard(out: Path, result: dict | None, fold: str | None):
+    """From the folder alone: a failed quality gate leaves it written (``result`` None)."""
+    flat = headline_metrics(json.loads((out / "metrics.json").read_text()))
+    title = "Confusion matrix (test split)"
+    html = ""
+    if (out / "folds.png").exists():  # kfold
+        title = "Confusion matrix (every recording, by the model of the fold that held it out)"
+        html = png_page(out / "folds.png", "Cross-validation: each fold")
+    return flat, {
+        "metrics": {k: v for k, v in flat.items() if isinstance(v, int | float) and not isinstance(v, bool)},
+        "confusion_matrix": lambda: (html + png_page(out / "confusion_matrix.png", title), *confusion_counts(out)),
+        "roc_curve": lambda: summary_roc(out),
+        "curves": lambda: (png_page(out / "curves.png", "ROC and precision-recall, one class vs rest")
+                           + png_page(out / "reliability.png", "Reliability (calibration)")),
+        "model_card": lambda: (out / "model_card.md").read_text(),
+    }
+
+
 # Every evaluate key: promotion and promotion_metric too, which ZenML's publish step reads from
 # this stage's params.json, and intended_use, which the model card writes.
 STAGE = Stage("evaluate", "test-set metrics with bootstrap intervals (under kfold: every fold's, mean and std), "
@@ -171,4 +189,6 @@ STAGE = Stage("evaluate", "test-set metrics with bootstrap intervals (under kfol
               "operating point, predictions, the model card", evaluate,
               output="evaluation", folder="evaluate", reads=("evaluate.*",),
               inputs=("features", "split", "trained_model"), publishes=tuple((f, f) for f in EVALUATION_FILES),
-              reads_folds="fold_evaluation")
+              reads_folds="fold_evaluation", dashboard=dashboard, headline=True,
+              views=(("metrics", "metrics"), ("confusion_matrix", "confusion"), ("roc_curve", "roc"),
+                     ("curves", "html"), ("model_card", "markdown")))

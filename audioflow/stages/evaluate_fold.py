@@ -25,6 +25,10 @@ def evaluate_fold(params: Params, features: Path, split: Path, fold_model: Path,
     return metrics
 
 
+def dashboard(out: Path, metrics: dict, fold: str | None):
+    return {"fold": fold, **{k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n")}}, {}
+
+
 STAGE = Stage("evaluate_fold", "kfold: metrics of one fold's model on the recordings of that fold", evaluate_fold,
               output="fold_evaluation", folder=FOLDS + "/{fold}/evaluate", reads=EVALUATE.reads,
-              inputs=("features", "split", "fold_model"), per_fold=True)
+              inputs=("features", "split", "fold_model"), per_fold=True, dashboard=dashboard)

@@ -98,9 +98,14 @@ def _int8(params: Params, folder: Path, dataset: Path, split: Path, spec) -> dic
                    "same_label_fraction": round(sum(a == b for a, b in zip(fp32, int8)) / max(len(test), 1), 6)}
 
 
+def dashboard(out: Path, report: dict, fold: str | None):
+    return {"framework": "onnx", "file": "model.onnx",
+            **{k: report[k] for k in ("max_abs_diff", "size_bytes", "opset", "temperature")}}, {}
+
+
 # Reads the evaluation for its serving.json alone: the temperature and operating point go into
 # the model, so a change of evaluate.bootstrap or the gate leaves the export as it was.
 STAGE = Stage("export", "ONNX export (waveform in, calibrated logits out) with a parity check", export,
               output="onnx_model", folder="export", reads=("export.*",),
               inputs=("trained_model", "dataset", "split", "evaluation"), publishes=(("model.onnx", "model.onnx"),),
-              dvc={"files": {"evaluation": SERVING}})
+              dvc={"files": {"evaluation": SERVING}}, dashboard=dashboard, model=True)

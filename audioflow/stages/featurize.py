@@ -36,8 +36,13 @@ def merge_features(params: Params, parts: list[Path], out: Path):
     return Features.load(out)
 
 
+def dashboard(out: Path, feats, fold: str | None):
+    return {"n_windows": len(feats.index), "spec": feats.spec.to_dict()}, {}
+
+
 # features.shards is not one of its keys: how many tasks featurize on Kubeflow changes no byte.
 STAGE = Stage("featurize", "decode, resample, window and compute log-mel features", featurize,
               output="features", folder="features",
               reads=("features.*", "!features.shards"),
-              inputs=("dataset", "validation"), dvc={"files": {"validation": QUARANTINE}})
+              inputs=("dataset", "validation"), dvc={"files": {"validation": QUARANTINE}},
+              dashboard=dashboard, sharded=True)

@@ -21,6 +21,10 @@ def ingest(params: Params, out: Path, *, progress: bool = True, publish_to: Path
     return ds
 
 
+def dashboard(out: Path, ds, fold: str | None):
+    return {"n_files": len(ds.files), "labels": ds.labels, "fingerprint": ds.fingerprint}, {}
+
+
 STAGE = Stage("ingest", "find recordings and labels, hash their content", ingest,
               output="dataset", folder="ingest", reads=("data.*",),
-              dvc={"deps": ["${data.root}"]})
+              dvc={"deps": ["${data.root}"]}, dashboard=dashboard)

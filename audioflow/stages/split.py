@@ -39,10 +39,17 @@ def write_fold_plan(split: Path, path: Path) -> None:
     atomic.write_text(path, json.dumps({"folds": list(info), "counts": info}, indent=2) + "\n")
 
 
+def dashboard(out: Path, table, fold: str | None):
+    from audioflow import split as _split
+
+    return _split.summary(table)["counts"], {}
+
+
 # Groups and folds arrive through the ingest output; the data keys say which columns they were
 # and which collection (the model card reads them from this stage's params.json).
 STAGE = Stage("split", "stratified, group-aware train/val/test split", split,
               output="split", folder="split",
               reads=("data.root", "data.group_column", "data.fold_column", "split.*"),
               inputs=("dataset", "validation"),
-              dvc={"files": {"validation": QUARANTINE}, "extra_outs": [f"{FOLDS}/{FOLD_PLAN}"]})
+              dvc={"files": {"validation": QUARANTINE}, "extra_outs": [f"{FOLDS}/{FOLD_PLAN}"]},
+              dashboard=dashboard)

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from audioflow.stages.base import Stage, write_params
+from audioflow.stages.base import Stage, png_page, write_params
 
 if TYPE_CHECKING:
     from audioflow.config import Params
@@ -119,6 +119,13 @@ def live_log(folder: Path) -> Iterator[Callable[[dict], None]]:
 TRAIN_OUTS = ("model", "history.csv", "training_curves.png", "train.json", "params.json", f"{LIVE}/plots")
 DVC = {"outs": TRAIN_OUTS, "persist": CHECKPOINT, "metrics": f"{LIVE}/metrics.json", "consumed": "model"}
 
+
+def dashboard(out: Path, result, fold: str | None):
+    return result.summary(), {"training_curves": lambda: png_page(out / "training_curves.png", "Training curves")}
+
+
+# An orchestrator stores the folder without the checkpoint, which a finished run leaves empty.
 STAGE = Stage("train", "train the model, keep the best checkpoint (resumes after a crash)", train,
               output="trained_model", folder="train", reads=("model.*", "train.*"),
-              inputs=("features", "split"), dvc=DVC)
+              inputs=("features", "split"), dvc=DVC, views=(("training_curves", "html"),), dashboard=dashboard,
+              model=True, resumable=True, scratch=(CHECKPOINT,))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from audioflow.stages.base import FOLDS, Stage
+from audioflow.stages.base import FOLDS, Stage, png_page
 from audioflow.stages.train import DVC, Mirror, train
 from audioflow.stages.train import STAGE as TRAIN
 
@@ -24,6 +24,12 @@ def train_fold(params: Params, features: Path, split: Path, out: Path, *, fold: 
                  on_epoch=on_epoch)
 
 
+def dashboard(out: Path, result, fold: str | None):
+    return ({"fold": fold, **result.summary()},
+            {"fold_training_curves": lambda: png_page(out / "training_curves.png", f"Training curves, fold {fold}")})
+
+
 STAGE = Stage("train_fold", "kfold: train the model of one fold (trained on the other folds)", train_fold,
               output="fold_model", folder=FOLDS + "/{fold}/train", reads=TRAIN.reads,
-              inputs=("features", "split"), per_fold=True, dvc=DVC)
+              inputs=("features", "split"), per_fold=True, dvc=DVC, views=(("fold_training_curves", "html"),),
+              dashboard=dashboard, model=True, resumable=True, scratch=TRAIN.scratch)

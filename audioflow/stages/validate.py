@@ -32,6 +32,14 @@ def validate(params: Params, dataset: Path, out: Path, *, progress: bool = True,
     return report
 
 
+def dashboard(out: Path, report, fold: str | None):
+    s = report.summary
+    return ({"n_files": len(report.facts), "ok": report.ok, "n_errors": s["n_errors"], "n_warnings": s["n_warnings"],
+             "n_quarantined": s["n_quarantined"], "n_used": s["n_used"], "policy": report.policy},
+            {"validation_report": (out / "report.html").read_text()})
+
+
 STAGE = Stage("validate", "check every recording (Great Expectations)", validate,
               output="validation", folder="validate", reads=("validate.*",), inputs=("dataset",),
-              publishes=(("report.json", "validation_report.json"), ("report.html", "validation_report.html")))
+              publishes=(("report.json", "validation_report.json"), ("report.html", "validation_report.html")),
+              views=(("validation_report", "html"),), dashboard=dashboard)
