@@ -56,9 +56,10 @@ lint: setup  ## ruff, and hadolint on the Dockerfiles
 # PyTorch eager vs ONNX Runtime FP32/INT8 and the HTTP service (~2 min), then the exported
 # front-end three ways (~30 s), the training loop against bare forward/backward (~3 min),
 # training with AMP against fp32 (on a GPU; on a CPU only a check that it runs, ~2 min),
-# then accuracy on FSDD with the defaults: the official split and leave one speaker out,
-# 6 folds + the final model (~40 min on 2 cores; skips without FSDD).
-bench: setup  ## every benchmark in benchmarks/, ~50 min (see docs/BENCHMARKS.md)
+# then accuracy on every collection in ../shared/data, the defaults against a plain baseline on the
+# same splits (FSDD official and leave one speaker out, ESC-10 five folds: about 80 min on 2 cores;
+# skips without data; `python -m benchmarks.accuracy --ablate all` adds a run per default turned off).
+bench: setup  ## every benchmark in benchmarks/, ~90 min (see docs/BENCHMARKS.md)
 	$(RUN) python -m benchmarks.images
 	$(RUN) python -m benchmarks.featurize_vs_librosa
 	$(RUN) python -m benchmarks.zenml_runs
@@ -67,7 +68,7 @@ bench: setup  ## every benchmark in benchmarks/, ~50 min (see docs/BENCHMARKS.md
 	$(RUN) python -m benchmarks.front_end
 	$(RUN) python -m benchmarks.train_throughput
 	$(RUN) python -m benchmarks.train_amp
-	$(RUN) python -m benchmarks.fsdd_accuracy
+	$(RUN) python -m benchmarks.accuracy
 
 clean:  ## remove generated data, artifacts and outputs (not the environment)
 	rm -rf artifacts outputs

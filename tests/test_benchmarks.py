@@ -110,9 +110,10 @@ def test_zenml_runs_rejects_bad_overrides_before_running(override: str, message:
     assert sorted(tmpdir.iterdir()) == []
 
 
-def test_fsdd_accuracy_smoke(tmp_path: Path):
-    """Both protocols on a tiny FSDD-shaped folder (3 speakers, 3 "digits", official split column)."""
-    root = tmp_path / "fsdd"
+def test_accuracy_smoke(tmp_path: Path):
+    """Both protocols of an FSDD-shaped folder (3 speakers, 3 "digits", a split column), the
+    baseline on the same splits, and one ablation."""
+    root = tmp_path / "digits"
     rows = ["path,label,speaker,split"]
     for d, freq in enumerate((300.0, 700.0, 1500.0)):
         for i, s in enumerate(("ann", "bob", "cyd")):
@@ -122,14 +123,47 @@ def test_fsdd_accuracy_smoke(tmp_path: Path):
                                            seed=d * 100 + i * 10 + k), 8000)
                 rows.append(f"{rel},{d},{s},{'test' if k < 1 else 'train'}")
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    result = tmp_path / "fsdd.json"
-    out = run_benchmark("fsdd_accuracy", "--data", root, "--set", "train.epochs=1", "--set",
-                        "model.cnn.channels=[4,8]", "--json", result, tmp_path=tmp_path)
-    assert "official split: test accuracy" in out and "leave one speaker out: mean accuracy" in out
-    r = json.loads(result.read_text())
-    assert list(r["loso"]["folds"]) == ["ann", "bob", "cyd"] and r["official"]["n"] == 9
-    assert r["loso"]["n"] == 36 and r["official"]["window_s"] == 0.5  # auto: 90 % of clips <= 0.5 s
-    assert 0 <= r["official"]["accuracy"] <= 1 and r["loso"]["seconds"] > 0
+    result = tmp_path / "accuracy.json"
+    out = run_benchmark("accuracy", "--data", root, "--set", "train.epochs=1", "--set", "model.cnn.channels=[4,8]",
+                        "--baseline-epochs", "2", "--ablate", "gain", "--json", result, tmp_path=tmp_path)
+    assert "digits / official: defaults/baseline accuracy" in out and "digits / loso:" in out
+    assert "plain baseline" in out and "without gain" in out
+    r = json.loads(result.read_text())["results"]
+    assert set(r) == {"digits/official", "digits/loso"}
+    loso, official = r["digits/loso"], r["digits/official"]
+    assert len(loso["defaults"]["folds"]) == len(loso["baseline"]["folds"]) == 3  # one per speaker
+    assert len(official["defaults"]["folds"]) == len(official["baseline"]["folds"]) == 1
+    for side in (loso["defaults"], loso["baseline"], official["defaults"], official["baseline"],
+                 loso["ablations"]["gain"]):
+        assert all(0 <= a <= 1 for a in side["folds"]) and side["seconds"] > 0
+    # an interval: t over folds; on one test split, evaluate's bootstrap (the baseline has none)
+    for side in (loso["defaults"], loso["baseline"], official["defaults"]):
+        assert side["interval"][0] <= side["accuracy"] <= side["interval"][1]
+    assert official["baseline"]["interval"] is None
+    assert loso["ratio"] == pytest.approx(loso["defaults"]["accuracy"] / loso["baseline"]["accuracy"], abs=1e-3)
+
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not any(SHARED.glob("*/manifest.csv")), reason=f"no collection in {SHARED}")
+def test_accuracy_smoke_on_every_shared_collection(tmp_path: Path):
+    """A few recordings of each collection in ../shared/data, under each of its protocols."""
+    result = tmp_path / "accuracy.json"
+    run_benchmark("accuracy", "--limit", "3", "--set", "train.epochs=1", "--set", "validate.min_per_class=2",
+                  "--baseline-epochs", "1", "--json", result, tmp_path=tmp_path, timeout=1800)
+    r = json.loads(result.read_text())["results"]
+    expected = {f"{p.parent.name}/{name}" for p in SHARED.glob("*/manifest.csv")
+                for name in _protocols(p.parent)}
+    assert set(r) == expected
+    for figures in r.values():
+        assert len(figures["defaults"]["folds"]) == len(figures["baseline"]["folds"]) >= 1
+
+
+def _protocols(data: Path) -> list[str]:
+    from benchmarks.accuracy import protocols
+
+    return list(protocols(data))
 
 
 def test_train_throughput_smoke(tmp_path: Path):
@@ -161,7 +195,7 @@ def test_train_amp_smoke(tmp_path: Path):
 
 
 def test_every_benchmark_has_a_smoke_run_and_is_in_make_bench():
-    modules = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__"}
+    modules = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.stem.startswith("_")}  # _: helpers
     # The images benchmark's smoke run needs the built images: it is in tests/test_containers.py.
     containers = re.findall(r"^def (test_\w+_smoke)\(", (ROOT / "tests" / "test_containers.py").read_text(), re.M)
     smoke = {name.removeprefix("test_").removesuffix("_smoke") for name in [*globals(), *containers]
