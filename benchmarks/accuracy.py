@@ -58,6 +58,11 @@ def columns(data: Path) -> list[str]:
         return next(csv.reader(f))
 
 
+def group_column(cols: list[str]) -> str | None:
+    """The column whose recordings must stay together (a speaker, a source clip, a patient)."""
+    return next((c for c in ("speaker", "source", "patient", "group") if c in cols), None)
+
+
 def values(data: Path, column: str) -> list[str]:
     with open(data / "manifest.csv", newline="") as f:
         return sorted({row[column] for row in csv.DictReader(f)}, key=lambda v: (len(v), v))
@@ -66,7 +71,7 @@ def values(data: Path, column: str) -> list[str]:
 def protocols(data: Path) -> dict[str, list[str]]:
     """The protocols a collection's manifest columns define, as overrides."""
     cols = columns(data)
-    group = next((c for c in ("speaker", "source", "patient", "group") if c in cols), None)
+    group = group_column(cols)
     common = [f"data.root={data}", "data.manifest=manifest.csv", f"data.group_column={group}" if group
               else "data.group_column=null"]
     out = {}
@@ -87,7 +92,7 @@ def subset(data: Path, limit: int, out: Path) -> Path:
     with open(data / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     key = next((c for c in ("fold", "split", "speaker") if c in rows[0]), None)
-    group = next((c for c in ("speaker", "source", "patient", "group") if c in rows[0]), None)
+    group = group_column(list(rows[0]))
     groups = {g: n for n, g in enumerate(dict.fromkeys(row.get(group) for row in rows))}
     cells = {c: n for n, c in enumerate(dict.fromkeys((row["label"], row.get(key)) for row in rows))}
     seen: dict = {}
@@ -159,7 +164,7 @@ def baseline(artifacts: Path, epochs: int, work: Path) -> dict:
     return summarize(scores) | {"seconds": round(time.perf_counter() - t0, 1)}
 
 
-def measure(data: Path, name: str, overrides: list[str], ablate: list[str], epochs: int, work: Path) -> dict:
+def measure(overrides: list[str], ablate: list[str], epochs: int, work: Path) -> dict:
     r = {"defaults": audioflow_run(overrides, work / "defaults")}
     r["baseline"] = baseline(work / "defaults" / "artifacts", epochs, work)
     r["ratio"] = round(r["defaults"]["accuracy"] / max(r["baseline"]["accuracy"], 1e-9), 3)
@@ -208,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, overrides in protocols(data.resolve()).items():
                 if args.protocol and name not in args.protocol:
                     continue
-                r = measure(data, name, overrides + args.set, ablate, args.baseline_epochs,
+                r = measure(overrides + args.set, ablate, args.baseline_epochs,
                             Path(tmp) / f"{data.name}-{name}")
                 result["results"][f"{data.name.removesuffix('-subset')}/{name}"] = r
                 print(f"{data.name.removesuffix('-subset')} / {name}: defaults/baseline accuracy {r['ratio']:.3f}, "

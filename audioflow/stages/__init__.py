@@ -24,16 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from audioflow.errors import AudioflowError
-from audioflow.stages.base import FOLDS, SERVING, Stage, atomic_dir, png_page, publish  # noqa: F401
-from audioflow.stages.evaluate import (  # noqa: F401  (what the fronts show on their dashboards)
-    EVALUATION_FILES,
-    QualityGateError,
-    confusion_counts,
-    headline_metrics,
-    summary_roc,
-)
+from audioflow.stages.base import FOLDS, Stage, publish
 from audioflow.stages.featurize import merge_features  # noqa: F401  (KFP's sharded featurize)
-from audioflow.stages.train import checkpoint_key, folder_mirror  # noqa: F401
+from audioflow.stages.train import checkpoint_key  # noqa: F401  (where a mirrored checkpoint lives)
 
 if TYPE_CHECKING:
     from audioflow.config import Params

@@ -75,8 +75,8 @@ def kfp_task(name: str, args: dict[str, Any]) -> None:
     shard = (args["shard"], args["n_shards"]) if stage.sharded else (0, 1)
     views = run_task(name, params_from_json(args["sections"]), [Path(args[a].path) for a in stage.inputs],
                      Path(out.path), mirror=mirror, shard=shard, record=out.metadata.update)
-    for name_, kind in stage.views:
-        content, artifact = view(views[name_]), args[name_]
+    for view_name, kind in stage.views:
+        content, artifact = view(views[view_name]), args[view_name]
         if kind in ("html", "markdown"):
             Path(artifact.path).write_text(content)
         elif kind == "metrics":
