@@ -39,30 +39,37 @@ class PlainCNN(nn.Module):
 
 def features(dataset: Path, validation: Path, out: Path, n_mels: int = 64) -> Path:
     """Plain log-mel features of the recordings validation passed (the defaults' window and rate)."""
-    from audioflow.config import load_params
+    from audioflow.config import params_from_yaml
     from audioflow.features import featurize
     from audioflow.stages.validated import validated
 
-    cfg = load_params("absent.yaml", {"features.level": "absolute", "features.n_mels": n_mels}).features
+    cfg = params_from_yaml("", {"features.level": "absolute", "features.n_mels": n_mels}).features
     featurize(validated(dataset, validation), cfg, out, progress=False)
     return out
 
 
-def train_and_test(features_dir: Path, table, epochs: int = 20, batch_size: int = 32, lr: float = 3e-3,
+def load(features_dir: Path) -> tuple:
+    """The features and their log-mel as one float32 tensor, read once for every split."""
+    from audioflow.features import Features
+
+    feats = Features.load(features_dir)
+    return feats, torch.from_numpy(np.array(feats.array, dtype=np.float32))  # a copy: the memmap is read-only
+
+
+def train_and_test(loaded: tuple, table, epochs: int = 20, batch_size: int = 32, lr: float = 3e-3,
                    seed: int = 0) -> dict:
-    """Train on ``table``'s train + val recordings; accuracy and macro-F1 on its test recordings."""
+    """Train on ``table``'s train + val recordings (``loaded``: what ``load`` returns); accuracy
+    and macro-F1 on its test recordings."""
     from sklearn.metrics import f1_score
 
-    from audioflow.features import Features
     from audioflow.scoring import recording_probabilities
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    feats = Features.load(features_dir)
+    feats, x = loaded
     part = dict(zip(table["path"], table["split"]))
     idx = feats.index
     where = idx["path"].map(part)
-    x = torch.from_numpy(np.array(feats.array, dtype=np.float32))  # a copy: the memmap is read-only
     y = torch.tensor(idx["label"].map({lab: i for i, lab in enumerate(feats.labels)}).to_numpy())
     fit = torch.tensor(where.isin(["train", "val"]).to_numpy())
     test = torch.tensor((where == "test").to_numpy())

@@ -53,9 +53,9 @@ ABLATIONS = {
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t(0.975, df)
 
 
-def columns(data: Path) -> list[str]:
+def manifest_rows(data: Path) -> list[dict[str, str]]:
     with open(data / "manifest.csv", newline="") as f:
-        return next(csv.reader(f))
+        return list(csv.DictReader(f))
 
 
 def group_column(cols: list[str]) -> str | None:
@@ -63,14 +63,14 @@ def group_column(cols: list[str]) -> str | None:
     return next((c for c in ("speaker", "source", "patient", "group") if c in cols), None)
 
 
-def values(data: Path, column: str) -> list[str]:
-    with open(data / "manifest.csv", newline="") as f:
-        return sorted({row[column] for row in csv.DictReader(f)}, key=lambda v: (len(v), v))
+def values(rows: list[dict[str, str]], column: str) -> list[str]:
+    return sorted({row[column] for row in rows}, key=lambda v: (len(v), v))
 
 
 def protocols(data: Path) -> dict[str, list[str]]:
     """The protocols a collection's manifest columns define, as overrides."""
-    cols = columns(data)
+    rows = manifest_rows(data)
+    cols = list(rows[0]) if rows else []
     group = group_column(cols)
     common = [f"data.root={data}", "data.manifest=manifest.csv", f"data.group_column={group}" if group
               else "data.group_column=null"]
@@ -79,18 +79,17 @@ def protocols(data: Path) -> dict[str, list[str]]:
         out["official"] = common + ["data.fold_column=split", "split.strategy=predefined"]
     if "fold" in cols:
         out["folds"] = common + ["data.fold_column=fold", "split.strategy=kfold",
-                                 f"split.folds=[{','.join(values(data, 'fold'))}]"]
+                                 f"split.folds=[{','.join(values(rows, 'fold'))}]"]
     if "speaker" in cols:
         out["loso"] = common + ["data.fold_column=speaker", "split.strategy=kfold",
-                                f"split.folds=[{','.join(values(data, 'speaker'))}]"]
+                                f"split.folds=[{','.join(values(rows, 'speaker'))}]"]
     return out or {"stratified": common + ["data.fold_column=null"]}
 
 
 def subset(data: Path, limit: int, out: Path) -> Path:
     """A copy of at most ``limit`` recordings per label and fold (or split, or speaker), taken
     from as many groups (speaker, source, ...) as there are: a stratified subset, for a smoke run."""
-    with open(data / "manifest.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = manifest_rows(data)
     key = next((c for c in ("fold", "split", "speaker") if c in rows[0]), None)
     group = group_column(list(rows[0]))
     groups = {g: n for n, g in enumerate(dict.fromkeys(row.get(group) for row in rows))}
@@ -157,7 +156,7 @@ def baseline(artifacts: Path, epochs: int, work: Path) -> dict:
 
     t0 = time.perf_counter()
     with scratch_compiler_cache():  # torch's compiler cache goes with the run, as in audioflow's stages
-        feats = plain.features(artifacts / "ingest", artifacts / "validate", work / "baseline-features")
+        feats = plain.load(plain.features(artifacts / "ingest", artifacts / "validate", work / "baseline-features"))
         folds = split_lib.fold_names(artifacts / "split")
         tables = [split_lib.load(artifacts / "split", f) for f in folds] or [split_lib.load(artifacts / "split")]
         scores = [plain.train_and_test(feats, t, epochs=epochs)["accuracy"] for t in tables]
