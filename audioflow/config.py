@@ -8,13 +8,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from audioflow.errors import AudioflowError
+
+# What pydantic adds to an error's location for each member of a union (``int | "auto"``).
+_UNION_MEMBER = re.compile(r"(constrained-)?(int|float|str|bool)|literal\[.*\]")
 
 
 class _Section(BaseModel):
@@ -199,17 +203,20 @@ MODEL_OPTIONS: dict[str, type[_Section]] = {n: f.annotation for n, f in ModelCon
                                             if n != "name"}
 
 
+AUTO_EPOCHS, AUTO_EPOCHS_MAX = 30, 60  # train.epochs auto: passes, and how far min_steps may lengthen them
+
+
 class TrainConfig(_Section):
-    epochs: int = Field(30, ge=1)
+    epochs: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"  # auto: ``schedule``
+    min_steps: int = Field(500, ge=0)  # epochs auto: optimizer steps the schedule makes at least
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0)  # peak learning rate after warm-up
     weight_decay: float = Field(1e-2, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float = Field(5.0, gt=0)  # max global L2 norm of the gradients
     patience: int = Field(15, ge=1)  # epochs without a better val metric before stopping
-    # After choosing the epoch on val, train again from the start on train + val for that many
-    # epochs (warm-up + cosine over them): the exported model hears every group (speaker,
-    # patient) but the test's. Temperature and threshold come from the chosen model (never heard val).
+    # After choosing the epoch on val, train afresh on train + val for that many epochs: the exported
+    # model hears every group but the test's. Temperature and threshold: the chosen model's (never heard val).
     refit: bool = True
     monitor: Literal["loss", "macro_f1", "accuracy", "balanced_accuracy"] = "loss"  # on val
     seed: int = 0
@@ -259,6 +266,15 @@ class TrainConfig(_Section):
         if lo > hi:
             raise ValueError(f"train.noise_snr_db [{lo}, {hi}]: the first (lowest SNR) must not exceed the second")
         return self
+
+    def schedule(self, n_windows: int) -> tuple[int, int]:
+        """(epochs, patience) for ``n_windows`` training windows: ``epochs``, or for auto AUTO_EPOCHS
+        lengthened (up to AUTO_EPOCHS_MAX) to min_steps optimizer steps, patience scaled with it."""
+        if self.epochs != "auto":
+            return self.epochs, self.patience
+        steps = max(1, math.ceil(n_windows / self.batch_size))  # a pass's
+        epochs = min(AUTO_EPOCHS_MAX, max(AUTO_EPOCHS, math.ceil(self.min_steps / steps)))
+        return epochs, max(1, round(self.patience * epochs / AUTO_EPOCHS))
 
     @property
     def waveform_augmentation(self) -> bool:
@@ -322,8 +338,7 @@ class Params(_Section):
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named sections (all of them when none are named)."""
         d = self.to_dict()
-        picked = {k: d[k] for k in (sections or tuple(d))}
-        blob = json.dumps(picked, sort_keys=True).encode()
+        blob = json.dumps({k: d[k] for k in (sections or tuple(d))}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -372,11 +387,12 @@ def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = []
+        found: dict[str, list[str]] = {}  # a union's members (``int | "auto"``) fail apart: one line
         for err in exc.errors():
-            loc = ".".join(str(x) for x in err["loc"]).replace("validate_", "validate")
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            lines.append(f"  {loc}: {msg}")
+            loc = ".".join(str(x) for x in err["loc"] if not _UNION_MEMBER.fullmatch(str(x)))
+            found.setdefault(loc.replace("validate_", "validate"), []).append(
+                "unknown key" if err["type"] == "extra_forbidden" else err["msg"])
+        lines = [f"  {loc}: {' or '.join(msgs)}" for loc, msgs in found.items()]
         raise ParamsError(f"{source}: invalid parameters\n" + "\n".join(lines)) from None
 
 

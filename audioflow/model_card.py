@@ -49,10 +49,15 @@ def write_model_card(path: Path, evaluation: Path, split: Path, trained_model: P
     """Render the card from ``evaluation`` (metrics.json, serving.json, params.json), ``split``
     (split.json, params.json) and ``trained_model`` (params.json, model/model.json); write it to
     ``path`` and return it."""
+    train_params = _read(trained_model / "params.json")
+    summary = trained_model / "train.json"
+    if train_params.get("train", {}).get("epochs") == "auto" and summary.exists():
+        # What train.epochs auto made of this collection (config.TrainConfig.schedule).
+        train_params["train"]["epochs"] = f"auto ({_read(summary)['epochs']})"
     text = render_model_card(
         metrics=_read(evaluation / "metrics.json"), serving=_read(evaluation / "serving.json"),
         evaluate=_read(evaluation / "params.json")["evaluate"], split_info=_read(split / "split.json"),
-        split_params=_read(split / "params.json"), train_params=_read(trained_model / "params.json"),
+        split_params=_read(split / "params.json"), train_params=train_params,
         model=_read(trained_model / "model" / "model.json"))
     path.write_text(text)
     return text

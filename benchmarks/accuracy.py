@@ -15,17 +15,24 @@ settings given (what the README tells a user), then the plain baseline
 ``--ablate``, one run per default turned off. It prints, per protocol, the accuracy's mean over
 folds, its spread (std over folds) and a 95 % interval (t over folds; the bootstrap interval of
 evaluate on a single test split), the baseline's, their ratio and each side's wall time;
-``--json`` writes every figure. Everything a run writes lives in one temporary folder, removed at
-the end.
+An ablation's effect is paired: the defaults' accuracy minus the ablated run's, fold by fold (the
+same splits and seeds), with the mean and the spread of those differences. ``--json`` writes
+every figure. Everything a run writes lives in one temporary folder, removed at the end.
+
+The whole benchmark takes hours on a CPU (each protocol's run trains every fold's model). With
+``--keep DIR`` each measured unit (a protocol's defaults and baseline, each ablation) is kept in
+DIR as it finishes, and a rerun measures only what is missing or stale: a unit is reused only
+for the same collection manifest, settings, params.yaml and code (audioflow/, benchmarks/).
 
     uv run python -m benchmarks.accuracy [--data DIR ...] [--protocol NAME ...] [--ablate all|NAME,...]
-        [--limit N] [--set section.key=value ...] [--baseline-epochs 20] [--json PATH]
+        [--limit N] [--set section.key=value ...] [--baseline-epochs 20] [--keep DIR] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import platform
@@ -34,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,14 +171,66 @@ def baseline(artifacts: Path, epochs: int, work: Path) -> dict:
     return summarize(scores) | {"seconds": round(time.perf_counter() - t0, 1)}
 
 
-def measure(overrides: list[str], ablate: list[str], epochs: int, work: Path) -> dict:
-    r = {"defaults": audioflow_run(overrides, work / "defaults")}
-    r["baseline"] = baseline(work / "defaults" / "artifacts", epochs, work)
+def code_version() -> str:
+    """What a kept figure depends on besides its settings: params.yaml and the code that made it."""
+    h = hashlib.sha256()
+    for p in [REPO / "params.yaml", *sorted((REPO / "audioflow").rglob("*.py")),
+              *sorted((REPO / "benchmarks").glob("*.py"))]:
+        h.update(p.relative_to(REPO).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class Kept:
+    """``--keep``: each measured unit's figures in ``folder/<name>.json``, reused while its key
+    (settings, collection manifest, code version) is the same. No folder: everything is measured."""
+
+    def __init__(self, folder: Path | None):
+        self.folder, self.version = folder, code_version() if folder else ""
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def get(self, name: str, settings: dict, compute: Callable[[], dict]) -> dict:
+        if self.folder is None:
+            return compute()
+        from audioflow.atomic import write_text
+
+        key = hashlib.sha256(json.dumps({"settings": settings, "code": self.version}, sort_keys=True).encode())
+        path = self.folder / f"{name}.json"
+        if path.exists() and (kept := json.loads(path.read_text())).get("key") == key.hexdigest():
+            print(f"  {name}: kept in {path}", flush=True)
+            return kept["figures"]
+        figures = compute()
+        write_text(path, json.dumps({"key": key.hexdigest(), "settings": settings, "code": self.version,
+                                     "figures": figures}, indent=2) + "\n")
+        return figures
+
+
+def paired_effect(defaults: dict, off: dict) -> dict:
+    """What a default adds: the defaults' accuracy minus the ablated run's, fold by fold."""
+    diffs = [d - o for d, o in zip(defaults["folds"], off["folds"], strict=True)]
+    mean = sum(diffs) / len(diffs)
+    std = math.sqrt(sum((x - mean) ** 2 for x in diffs) / (len(diffs) - 1)) if len(diffs) > 1 else 0.0
+    return {"effect": round(mean, 4), "effect_std": round(std, 4), "effect_folds": [round(x, 4) for x in diffs]}
+
+
+def measure(overrides: list[str], ablate: list[str], epochs: int, work: Path, kept: Kept, name: str,
+            manifest: str) -> dict:
+    # The key names the collection by its manifest's content, not by where it lies (--limit's
+    # subset is written to a new temporary folder each time).
+    settings = {"overrides": [o for o in overrides if not o.startswith("data.root=")], "manifest": manifest}
+
+    def defaults_and_baseline() -> dict:
+        run = audioflow_run(overrides, work / "defaults")
+        return {"defaults": run, "baseline": baseline(work / "defaults" / "artifacts", epochs, work)}
+
+    r = dict(kept.get(f"{name}-defaults", settings | {"baseline_epochs": epochs}, defaults_and_baseline))
     r["ratio"] = round(r["defaults"]["accuracy"] / max(r["baseline"]["accuracy"], 1e-9), 3)
     r["time_ratio"] = round(r["defaults"]["seconds"] / max(r["baseline"]["seconds"], 1e-9), 2)
     for a in ablate:
-        off = audioflow_run(overrides + ABLATIONS[a], work / f"no-{a}")
-        r.setdefault("ablations", {})[a] = off | {"effect": round(r["defaults"]["accuracy"] - off["accuracy"], 4)}
+        sets = overrides + ABLATIONS[a]
+        off = kept.get(f"{name}-no-{a}", settings | {"overrides": settings["overrides"] + ABLATIONS[a]},
+                       lambda sets=sets, a=a: audioflow_run(sets, work / f"no-{a}"))
+        r.setdefault("ablations", {})[a] = off | paired_effect(r["defaults"], off)
     shutil.rmtree(work, ignore_errors=True)  # a protocol's folders go once measured
     return r
 
@@ -193,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="also override a parameter in every audioflow run (the benchmark's figures use none)")
     ap.add_argument("--baseline-epochs", type=int, default=20)
+    ap.add_argument("--keep", type=Path, metavar="DIR",
+                    help="keep each measured unit's figures in DIR and reuse them in a rerun (same manifest, "
+                         "settings, params.yaml and code): a long benchmark continues where it stopped")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
     ablate = list(ABLATIONS) if args.ablate == "all" else [a for a in args.ablate.split(",") if a]
@@ -205,22 +268,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = {"benchmark": "accuracy", "overrides": args.set, "limit": args.limit, "baseline_epochs":
               args.baseline_epochs, "machine": f"{platform.machine()}, {platform.python_version()}", "results": {}}
+    kept = Kept(args.keep)
     with tempfile.TemporaryDirectory(prefix="audioflow-accuracy-") as tmp:
         for data in collections:
             if args.limit:
                 data = subset(data.resolve(), args.limit, Path(tmp) / f"{data.name}-subset")
+            manifest = hashlib.sha256((data / "manifest.csv").read_bytes()).hexdigest()[:16]
             for name, overrides in protocols(data.resolve()).items():
                 if args.protocol and name not in args.protocol:
                     continue
-                r = measure(overrides + args.set, ablate, args.baseline_epochs,
-                            Path(tmp) / f"{data.name}-{name}")
+                label = f"{data.name.removesuffix('-subset')}-{name}"
+                r = measure(overrides + args.set, ablate, args.baseline_epochs, Path(tmp) / label, kept, label,
+                            manifest)
                 result["results"][f"{data.name.removesuffix('-subset')}/{name}"] = r
                 print(f"{data.name.removesuffix('-subset')} / {name}: defaults/baseline accuracy {r['ratio']:.3f}, "
                       f"time {r['time_ratio']:.2f}x")
                 print(_line("audioflow defaults", r["defaults"]))
                 print(_line("plain baseline", r["baseline"]))
                 for a, off in r.get("ablations", {}).items():
-                    print(_line(f"without {a}", off) + f"  (the default adds {off['effect']:+.4f})")
+                    print(_line(f"without {a}", off) + f"  (the default adds {off['effect']:+.4f} "
+                          f"± {off['effect_std']:.4f} over folds)")
                 sys.stdout.flush()
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

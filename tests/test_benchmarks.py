@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_benchmark(module: str, *args: str | Path, tmp_path: Path, timeout: int = 600) -> str:
     tmpdir = tmp_path / "tmpdir"
-    tmpdir.mkdir()
+    tmpdir.mkdir(exist_ok=True)
     env = os.environ | {"TMPDIR": str(tmpdir), "ZENML_ANALYTICS_OPT_IN": "false", "DVC_NO_ANALYTICS": "1"}
     p = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *map(str, args)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=timeout)
@@ -103,7 +103,7 @@ def test_zenml_runs_smoke(tmp_path: Path):
 ])
 def test_zenml_runs_rejects_bad_overrides_before_running(override: str, message: str, tmp_path: Path):
     tmpdir = tmp_path / "tmpdir"
-    tmpdir.mkdir()
+    tmpdir.mkdir(exist_ok=True)
     p = subprocess.run([sys.executable, "-m", "benchmarks.zenml_runs", "--set", override], cwd=ROOT,
                        env=os.environ | {"TMPDIR": str(tmpdir)}, capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and message in p.stderr
@@ -123,11 +123,25 @@ def test_accuracy_smoke(tmp_path: Path):
                                            seed=d * 100 + i * 10 + k), 8000)
                 rows.append(f"{rel},{d},{s},{'test' if k < 1 else 'train'}")
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    result = tmp_path / "accuracy.json"
-    out = run_benchmark("accuracy", "--data", root, "--set", "train.epochs=1", "--set", "model.cnn.channels=[4,8]",
-                        "--baseline-epochs", "2", "--ablate", "gain", "--json", result, tmp_path=tmp_path)
+    result, keep = tmp_path / "accuracy.json", tmp_path / "kept"
+    args = ["--data", root, "--set", "train.epochs=1", "--set", "model.cnn.channels=[4,8]", "--baseline-epochs", "2",
+            "--ablate", "gain", "--keep", keep, "--json", result]
+    out = run_benchmark("accuracy", *args, tmp_path=tmp_path)
     assert "digits / official: defaults/baseline accuracy" in out and "digits / loso:" in out
-    assert "plain baseline" in out and "without gain" in out
+    assert "plain baseline" in out and "without gain" in out and "kept in" not in out
+    first = json.loads(result.read_text())["results"]
+    assert sorted(p.name for p in keep.iterdir()) == ["digits-loso-defaults.json", "digits-loso-no-gain.json",
+                                                       "digits-official-defaults.json",
+                                                       "digits-official-no-gain.json"]
+    # --keep: a rerun reuses every unit whose key holds and measures the stale one again.
+    stale = keep / "digits-loso-no-gain.json"
+    stale.write_text(stale.read_text().replace('"key": "', '"key": "0', 1))
+    out = run_benchmark("accuracy", *args, tmp_path=tmp_path)
+    assert out.count("kept in") == 3 and "digits-loso-no-gain: kept" not in out
+    again = json.loads(result.read_text())["results"]
+    for r in (first, again):  # the one unit measured again took its own time
+        del r["digits/loso"]["ablations"]["gain"]["seconds"]
+    assert again == first
     r = json.loads(result.read_text())["results"]
     assert set(r) == {"digits/official", "digits/loso"}
     loso, official = r["digits/loso"], r["digits/official"]
@@ -141,6 +155,11 @@ def test_accuracy_smoke(tmp_path: Path):
         assert side["interval"][0] <= side["accuracy"] <= side["interval"][1]
     assert official["baseline"]["interval"] is None
     assert loso["ratio"] == pytest.approx(loso["defaults"]["accuracy"] / loso["baseline"]["accuracy"], abs=1e-3)
+    # An ablation's effect is paired, fold by fold.
+    gain = loso["ablations"]["gain"]
+    diffs = [d - o for d, o in zip(loso["defaults"]["folds"], gain["folds"])]
+    assert gain["effect_folds"] == pytest.approx(diffs, abs=1e-4)
+    assert gain["effect"] == pytest.approx(sum(diffs) / 3, abs=1e-4) and gain["effect_std"] >= 0
 
 
 SHARED = ROOT.parent / "shared" / "data"

@@ -9,7 +9,7 @@ from audioflow.config import ParamsError, load_params
 def test_repo_params_load():
     p = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     assert p.data.root == "data" and p.features.sample_rate == "auto"
-    assert p.train.epochs >= 1 and p.split.strategy == "stratified"
+    assert p.train.epochs == "auto" and p.split.strategy == "stratified"
 
 
 def test_unknown_key_and_bad_value_are_named(tmp_path: Path):
@@ -46,3 +46,27 @@ def test_section_hash_changes_only_with_its_section():
 def test_cross_field_checks():
     with pytest.raises(ParamsError, match="min_duration_s"):
         load_params("absent.yaml", {"validate.min_duration_s": 10, "validate.max_duration_s": 5})
+
+
+def test_epochs_auto_is_thirty_passes_or_enough_steps():
+    """train.epochs auto: 30 passes, lengthened (up to 60) until the schedule makes min_steps
+    optimizer steps; patience keeps its share of the schedule. An explicit count is kept."""
+    from audioflow.config import TrainConfig
+
+    cfg = TrainConfig()
+    assert cfg.epochs == "auto" and cfg.min_steps == 500 and cfg.batch_size == 32 and cfg.patience == 15
+    assert cfg.schedule(2300) == (30, 15)  # 72 steps a pass: 30 passes are 2160 steps
+    assert cfg.schedule(32 * 25) == (30, 15)  # 25 steps a pass: 750
+    assert cfg.schedule(32 * 12) == (42, 21)  # 12 steps a pass: 42 passes for 500 steps
+    assert cfg.schedule(240) == (60, 30)  # 8 steps a pass: 63 wanted, capped at 60
+    assert cfg.schedule(1) == (60, 30)
+    assert TrainConfig(min_steps=0).schedule(240) == (30, 15)
+    assert TrainConfig(epochs=4, patience=2).schedule(240) == (4, 2)
+    with pytest.raises(ValueError):
+        TrainConfig(epochs=0)
+    with pytest.raises(ParamsError) as bad:
+        load_params("absent.yaml", {"train.epochs": "many"})
+    # One line for the key, whichever member of ``int | "auto"`` pydantic tried.
+    assert str(bad.value).splitlines()[1:] == [
+        "  train.epochs: Input should be a valid integer, unable to parse string as an integer "
+        "or Input should be 'auto'"]

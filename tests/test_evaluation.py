@@ -206,3 +206,19 @@ def test_demo_unknown_positive_label_is_refused_by_name(demo_run, tmp_path: Path
     with pytest.raises(AudioflowError, match=r"evaluate.positive_labels: \['murmur'\] are not labels"):
         stages.evaluate(params, a["features"], a["split"], a["train"], tmp_path / "evaluate")
     assert not (tmp_path / "evaluate").exists()  # nothing half-written
+
+
+def test_model_card_says_what_epochs_auto_made_of_the_collection(demo_run, tmp_path: Path):
+    import shutil
+
+    from audioflow.model_card import write_model_card
+
+    a = demo_run["artifacts"]
+    trained = tmp_path / "train"
+    shutil.copytree(a["train"] / "model", trained / "model")
+    params = json.loads((a["train"] / "params.json").read_text())
+    assert "`epochs` 4," in write_model_card(tmp_path / "card.md", a["evaluate"], a["split"], a["train"])
+    params["train"]["epochs"] = "auto"
+    (trained / "params.json").write_text(json.dumps(params))
+    (trained / "train.json").write_text(json.dumps({"epochs": 42}))
+    assert "`epochs` auto (42)," in write_model_card(tmp_path / "card.md", a["evaluate"], a["split"], trained)

@@ -7,7 +7,7 @@ be every stage of dvc.yaml.
 
 The repository gets the project's committed DVC files (dvc.yaml, dvc.lock, data.dvc,
 params.yaml, .dvc/config, .dvcignore, .gitignore, dvc_plots/) and audioflow/, as a clone
-would, with one change to keep the test short: train.epochs 2 instead of 30. None of the
+would, with one change to keep the test short: train.epochs 2 instead of auto (30 or more). None of the
 claims depends on how long training runs; the data stay the default demo recordings, which
 must match the committed data.dvc byte for byte.
 """

@@ -140,7 +140,8 @@ def test_the_recorder_sees_every_kind_of_read(reads: _Reads):
     (``model_dump``) and items of ``to_dict()`` are all recorded."""
     params = load_params(ROOT / "params.yaml")
     reads.index(params)
-    assert params.train.epochs > 0 and params.model.options and params.to_dict()["export"]["atol"] > 0
-    assert reads.keys == {"train.epochs", "model.name", "model.cnn", "export.atol"}
+    assert params.train.batch_size > 0 and params.train.epochs and params.model.options
+    assert params.to_dict()["export"]["atol"] > 0
+    assert reads.keys == {"train.batch_size", "train.epochs", "model.name", "model.cnn", "export.atol"}
     assert _covered("train.epochs", ("train.epochs",)) and _covered("model.cnn.channels", ("model.cnn",))
     assert not _covered("train", ("train.epochs",)) and not _covered("train.lr", ("train.epochs",))

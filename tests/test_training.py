@@ -568,3 +568,24 @@ def test_waveform_augmentation_trains_deterministically(prepared, tmp_path: Path
     assert a.history[-1]["train_loss"] != b.history[-1]["train_loss"]  # the batches differ
     again = train(feats, table, params, tmp_path / "c", progress=False)
     assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in a.history]
+
+
+def test_epochs_auto_runs_the_lengthened_schedule(prepared, tmp_path: Path, monkeypatch):
+    """train.epochs auto on a small collection: the run takes the schedule config.schedule
+    makes of its training windows (constants shrunk to keep the test short), and says so."""
+    import math
+
+    import audioflow.config as config
+
+    monkeypatch.setattr(config, "AUTO_EPOCHS", 2)
+    monkeypatch.setattr(config, "AUTO_EPOCHS_MAX", 6)
+    params, feats, table = prepared
+    steps = math.ceil(len(rows_for(feats, table, "train")) / params.train.batch_size)
+    auto = params.train.model_copy(update={"epochs": "auto", "min_steps": 5 * steps, "patience": 100,
+                                           "refit": False})
+    r = train(feats, table, params.model_copy(update={"train": auto}), tmp_path / "auto", progress=False)
+    assert len(r.history) == 5  # 2 passes were too few steps; 5 make them
+    summary = json.loads((tmp_path / "auto/train.json").read_text())
+    assert summary["epochs"] == 5 and summary["patience"] == 250 and summary["epochs_run"] == 5
+    # The schedule ends annealed at the lengthened count, not at the two passes' end.
+    assert r.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12) and r.history[1]["lr"] > 0

@@ -83,6 +83,9 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise ValueError(f"need train and val windows, got {len(train_rows)} and {len(val_rows)}")
     targets = torch.tensor(features.index["label"].map(label_pos).to_numpy(), dtype=torch.long)
+    # train.epochs auto: the schedule's length from the count of training windows (config.py).
+    epochs, patience = cfg.schedule(len(train_rows))
+    cfg = cfg.model_copy(update={"epochs": epochs, "patience": patience})
 
     model_kwargs = {"n_mels": features.spec.n_mels, "n_classes": len(labels), **params.model.options}
     meta = ModelMeta(params.model.name, model_kwargs, labels, features.spec, model_hash(params, features),
@@ -90,7 +93,8 @@ def _train(features: Features, split_table: pd.DataFrame, params: Params, out: P
 
     # Resume only the same run: same model, training, features, data and split.
     run = TrainState(run_key(params, features, split_table), out / "checkpoint" / "last.pt",
-                     TrainResult(out / "model", monitor=cfg.monitor, device=str(device)))
+                     TrainResult(out / "model", monitor=cfg.monitor, device=str(device), epochs=epochs,
+                                 patience=patience))
     result = run.result
     saved = load_checkpoint(run) if resume else None
     if saved is not None:

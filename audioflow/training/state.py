@@ -36,9 +36,13 @@ class TrainResult:
     seconds: float = 0.0
     refit_history: list[dict] = field(default_factory=list)  # train.refit: its epochs on train + val
     refit_windows: int = 0
+    epochs: int = 0  # the schedule's length (train.epochs, or what auto made of it)
+    patience: int = 0
 
     def summary(self) -> dict:
         return {
+            "epochs": self.epochs,
+            "patience": self.patience,
             "best_epoch": self.best_epoch,
             "best_val_" + self.monitor: self.best_metric,
             "epochs_run": len(self.history),
