@@ -33,7 +33,7 @@ def _quiet_zenml() -> None:
             handler.addFilter(_StepProgressOnly())
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/local.yaml", help="ZenML run configuration")
@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-data", action="store_true",
                         help="write the demo dataset into data.root first if that folder is absent")
     parser.add_argument("--verbose", action="store_true", help="show all of ZenML's log lines")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")  # offline by default
     os.environ.setdefault("ZENML_ENABLE_RICH_TRACEBACK", "false")
