@@ -7,7 +7,7 @@ export UV_COMPILE_BYTECODE := 1
 RUN := $(UV) run --frozen --all-extras --quiet
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: demo test setup lint images bench clean help
+.PHONY: demo test setup lint docs docs-pictures images bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,9 +37,19 @@ demo: setup  ## run the ZenML pipeline on the built-in demo dataset, then classi
 	  $(RUN) audioflow predict outputs/model.onnx "data/$$rec"
 
 test: setup tools/azurite/node_modules/.installed  ## lint, then run the test suite
-	$(RUN) ruff check audioflow steps pipelines tests benchmarks
+	$(RUN) ruff check audioflow steps pipelines tests benchmarks tools
 	$(RUN) hadolint docker/Dockerfile*
 	$(RUN) pytest $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/): built strictly into site/ (a broken link, a page
+# missing from the nav or a stale anchor fails it; tests/test_docs.py builds it too).
+# `uv run mkdocs serve` serves it while you edit. The generated references and the pictures:
+# `uv run python -m tools.docs.reference --write`, `make docs-pictures` (a real demo run, Chromium).
+docs: setup  ## build the documentation site into site/ (mkdocs build --strict)
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict
+
+docs-pictures: setup  ## regenerate the pictures in docs/img/ from a real demo run (needs chromium)
+	$(RUN) --with "zenml[server]==0.98.0" python -m tools.docs.pictures
 
 # Both images with docker or podman (docker/build.sh): from local bases made with mmdebstrap
 # when the public ones cannot be pulled; then a smoke test (a tiny training run, its model served).
@@ -47,7 +57,7 @@ images: setup  ## build the steps and serve images and smoke-test them (docker/b
 	docker/build.sh
 
 lint: setup  ## ruff, and hadolint on the Dockerfiles
-	$(RUN) ruff check audioflow steps pipelines tests benchmarks
+	$(RUN) ruff check audioflow steps pipelines tests benchmarks tools
 	$(RUN) hadolint docker/Dockerfile*
 
 # Every benchmark in benchmarks/ (tests/test_benchmarks.py checks this list is complete):
@@ -71,4 +81,4 @@ bench: setup  ## every benchmark in benchmarks/, ~90 min (see docs/BENCHMARKS.md
 	$(RUN) python -m benchmarks.accuracy
 
 clean:  ## remove generated data, artifacts and outputs (not the environment)
-	rm -rf artifacts outputs
+	rm -rf artifacts outputs site

@@ -8,7 +8,7 @@ resources fixed: flavor ``audioflow_kubeflow``.
 2. ``ResourceSettings.memory`` reaches KFP as a float of GB, which KFP 2 refuses (TypeError at
    submission). Here it goes as a Kubernetes quantity ("16GB" -> "16G").
 
-Everything else is ZenML's own orchestrator. Register it once per ZenML store (README, "ZenML
+Everything else is ZenML's own orchestrator. Register it once per ZenML store (docs/guides/kubeflow.md, "ZenML
 on Kubeflow")::
 
     zenml orchestrator flavor register pipelines.zenml_kubeflow.AudioflowKubeflowOrchestratorFlavor

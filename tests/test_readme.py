@@ -1,6 +1,7 @@
-"""The README's DVC walk-through ("#### Reproduce"), run as written in a fresh-clone-like repo.
+"""The DVC guide's walk-through (docs/guides/dvc.md, "## Reproduce"), run as written in a
+fresh-clone-like repo; tests/test_docs.py checks every other console block of the docs.
 
-The commands are read from README.md itself: `$ ` and the `# ...` comments are stripped and
+The commands are read from the guide itself: `$ ` and the `# ...` comments are stripped and
 the leading `uv run` becomes the environment's own executables. The claims are checked from
 the comments as well: a quoted "..." must appear in the command's output, "all N stages" must
 be every stage of dvc.yaml.
@@ -23,16 +24,16 @@ import pytest
 
 from tests.test_dvc import BIN, ROOT, STAGES, new_repo, ran
 
-README = ROOT / "README.md"
+GUIDE = ROOT / "docs" / "guides" / "dvc.md"
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
 
 def console_block(heading: str) -> list[tuple[list[str], str]]:
     """(argv, comment) of each `$ ` line in the first console block under the heading."""
-    section = README.read_text().split(f"\n{heading}\n", 1)[1]
+    section = GUIDE.read_text().split(f"\n{heading}\n", 1)[1]
     block = re.search(r"```console\n(.*?)```", section, re.DOTALL)
-    assert block, f"no console block under {heading!r} in README.md"
+    assert block, f"no console block under {heading!r} in {GUIDE.name}"
     commands = []
     for line in block.group(1).splitlines():
         if line.startswith("$ "):
@@ -42,7 +43,7 @@ def console_block(heading: str) -> list[tuple[list[str], str]]:
 
 
 def test_reproduce_block_parses():
-    commands = console_block("#### Reproduce")
+    commands = console_block("## Reproduce")
     assert commands and all(argv[:2] == ["uv", "run"] for argv, _ in commands)
     assert [argv[2:] for argv, _ in commands].count(["dvc", "repro"]) == 2
 
@@ -62,12 +63,12 @@ def test_reproduce_walkthrough_is_true(tmp_path: Path):
     data_dvc = (repo.path / "data.dvc").read_text()
 
     results, claims = [], 0
-    for argv, comment in console_block("#### Reproduce"):
+    for argv, comment in console_block("## Reproduce"):
         out = repo.run(BIN / argv[2], *argv[3:])
         results.append((argv[2:], comment, out))
         # Each claim is checked as soon as its command ran: a false one fails before the repro.
         for quoted in re.findall(r'"([^"]+)"', comment):
-            assert quoted in out, f"{' '.join(argv)}: README says {quoted!r}, it printed:\n{out}"
+            assert quoted in out, f"{' '.join(argv)}: the guide says {quoted!r}, it printed:\n{out}"
             claims += 1
         if m := re.search(r"all (\d+) stages", comment):
             assert len(ran(out)) == int(m.group(1)) == len(STAGES), out

@@ -329,7 +329,8 @@ def test_kfp_component_reads_and_writes_the_declared_artifacts(stage: str):
     assert annotated(OutputAnnotation) == [s.output] + [name for name, _ in s.views]
 
 
-@pytest.mark.parametrize("doc", ["dvc.yaml", "README.md", "params.yaml", "Makefile"])
+@pytest.mark.parametrize("doc", ["dvc.yaml", "README.md", "params.yaml", "Makefile", "mkdocs.yml",
+                                 *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))])
 def test_files_the_docs_point_to_exist(doc: str):
     text = (ROOT / doc).read_text()
     for ref in set(re.findall(r"\b((?:docs|configs|benchmarks|tests|steps|pipelines|docker)/[\w./-]+\.\w+)", text)):

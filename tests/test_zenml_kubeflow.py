@@ -1,10 +1,10 @@
-"""ZenML on Kubeflow (README, "#### ZenML on Kubeflow"), tested without a cluster.
+"""ZenML on Kubeflow (docs/guides/kubeflow.md, "## ZenML on Kubeflow"), tested without a cluster.
 
 configs/kubeflow.yaml is read through ZenML's own configuration models, with every key checked:
 ZenML itself ignores unknown keys (and settings for components a stack lacks) with at most a
-warning, so a misspelt key would otherwise pass unnoticed and do nothing. The README's commands
+warning, so a misspelt key would otherwise pass unnoticed and do nothing. The guide's commands
 run as written against a local ZenML store in a temporary ZENML_CONFIG_PATH, with a kubeconfig
-that names the README's context; the registered stack must pass ZenML's stack validation, and
+that names the guide's context; the registered stack must pass ZenML's stack validation, and
 the pipeline is compiled with the config on it. What no test can do here is build the image
 (no Docker engine) or submit the run (no Kubeflow): the image build is checked at the call where
 ZenML hands its build context to Docker, and the train step's resources by applying ZenML's
@@ -29,7 +29,7 @@ from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-README = ROOT / "README.md"
+GUIDE = ROOT / "docs" / "guides" / "kubeflow.md"
 CONFIG = ROOT / "configs" / "kubeflow.yaml"
 STEPS = ["ingest", "validate", "featurize", "split", "train", "evaluate", "export", "publish"]
 RUN_COMMAND = "uv run zenml pipeline run pipelines.training.training_pipeline -c configs/kubeflow.yaml"
@@ -168,7 +168,7 @@ def test_the_flavor_passes_memory_to_kfp_as_a_quantity():
 
 def test_stock_zenml_still_has_both_defects():
     """Why pipelines/zenml_kubeflow.py exists. When this fails, ZenML has fixed them: register
-    the stock `kubeflow` flavor in the README and drop the module."""
+    the stock `kubeflow` flavor in the guide and drop the module."""
     from zenml.config import ResourceSettings
     from zenml.integrations.kubeflow.flavors.kubeflow_orchestrator_flavor import KubeflowOrchestratorSettings
 
@@ -178,12 +178,12 @@ def test_stock_zenml_still_has_both_defects():
         kfp_resources(ResourceSettings(memory="16GB"), None, stock=True)
 
 
-# --- the README's commands, for real ----------------------------------------------------------
+# --- the guide's commands, for real ----------------------------------------------------------
 
 def readme_commands() -> list[str]:
-    section = README.read_text().split("\n#### ZenML on Kubeflow\n", 1)[1]
+    section = GUIDE.read_text().split("\n## ZenML on Kubeflow\n", 1)[1]
     block = re.search(r"```console\n(.*?)```", section, re.DOTALL)
-    assert block, "no console block under '#### ZenML on Kubeflow' in README.md"
+    assert block, "no console block under '## ZenML on Kubeflow' in docs/guides/kubeflow.md"
     return [line[2:].partition(" #")[0].strip() for line in block.group(1).splitlines() if line.startswith("$ ")]
 
 
@@ -256,7 +256,7 @@ print("FACTS " + json.dumps(facts, default=str))
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory) -> dict:
-    """The README's commands in a fresh project, then the checks of COMPILE on the stack they made."""
+    """The guide's commands in a fresh project, then the checks of COMPILE on the stack they made."""
     root = tmp_path_factory.mktemp("kubeflow-project")
     for d in ("steps", "pipelines", "configs", "docker", "audioflow"):
         shutil.copytree(ROOT / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
