@@ -55,16 +55,16 @@ CHECK_SEVERITY: dict[str, str] = {
     "clipping": "warning",  # more than validate.max_clipped_fraction of samples at full scale
     "duration": "warning",  # outside validate.min_duration_s .. max_duration_s
     "sample_rate": "warning",  # not in validate.sample_rates (resampled anyway)
-    "multichannel": "warning",  # more than one channel (mixed down to mono)
+    "multichannel": "info",  # more than one channel: mixed down to mono, as designed (noted, not a problem)
     "channels": "error",  # more than validate.max_channels
     # across recordings
     "conflict": "error",  # identical content under two labels
-    "duplicate": "error",  # identical content twice under one label, in different split units
+    "duplicate": "warning",  # identical content twice under one label: the split keeps the copies together
     "group_labels": "warning",  # one group (patient, speaker) under several labels
     "min_per_class": "error",  # a class too small for train/val/test once errors are left out
     "n_classes": "error",  # fewer than two classes
 }
-Severity = Literal["error", "warning", "off"]
+Severity = Literal["error", "warning", "info", "off"]
 
 
 class ValidateConfig(_Section):
@@ -77,7 +77,7 @@ class ValidateConfig(_Section):
     max_clipped_fraction: float = Field(0.01, ge=0, le=1)  # samples at |x| >= 0.999
     min_per_class: int = Field(5, ge=1)  # fewer recordings cannot be split and evaluated
     labels: list[str] = []  # allowed labels; empty = whatever the manifest names
-    severity: dict[str, Severity] = {}  # check -> error | warning | off, over CHECK_SEVERITY
+    severity: dict[str, Severity] = {}  # check -> error | warning | info | off, over CHECK_SEVERITY
     on_error: Literal["fail", "quarantine"] = "fail"  # quarantine: leave files with errors out
 
     @model_validator(mode="after")

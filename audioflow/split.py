@@ -36,9 +36,25 @@ class SplitError(AudioflowError, ValueError):
 
 
 def _groups(files: pd.DataFrame) -> np.ndarray:
-    # Without a group column each recording is its own group.
+    """Each recording's split unit: its group (data.group_column), or without one the recording
+    itself; recordings with identical content (ingest's sha256) join every unit they are in into
+    one, named by its smallest member, so copies of a sound never straddle train, val and test."""
     g = files["group"].astype(str)
-    return np.where(g == "", "file:" + files["path"].astype(str), "group:" + g)
+    units = np.where(g == "", "file:" + files["path"].astype(str), "group:" + g)
+    if "sha256" not in files:
+        return units
+    parent = {u: u for u in units}
+
+    def root(u: str) -> str:
+        while parent[u] != u:
+            parent[u] = u = parent[parent[u]]
+        return u
+
+    for members in pd.Series(units).groupby(files["sha256"].to_numpy()).unique():
+        for other in members[1:]:  # identical content in several units: one unit
+            a, b = root(members[0]), root(other)
+            parent[max(a, b)] = min(a, b)
+    return np.array([root(u) for u in units], dtype=object)
 
 
 def _carve(files: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
@@ -193,8 +209,8 @@ def _check(files: pd.DataFrame, groups_must_not_straddle: bool, parts: tuple[str
     elif leaking:
         # Predefined folds are the user's call (FSDD's official split shares speakers), but the
         # reader of the test metrics should know they measure seen groups.
-        warnings.warn(f"the collection's folds share {len(leaking)} group(s) across splits, e.g. "
-                      f"{leaking[:3]}: test metrics measure groups seen in training", stacklevel=3)
+        warnings.warn(f"the collection's folds share {len(leaking)} group(s) (or copies of one recording) "
+                      f"across splits, e.g. {leaking[:3]}: test metrics measure what training saw", stacklevel=3)
     if problems:
         raise SplitError("; ".join(problems))
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -52,7 +54,7 @@ log = logging.getLogger(__name__)
 
 class Problem(NamedTuple):
     """One finding: where (a recording, ``manifest.csv:LINE`` or ``<dataset>``), which check,
-    how serious (``error`` or ``warning``, from ``validate.severity``) and why, with the value."""
+    how serious (``error``, ``warning`` or ``info``, from ``validate.severity``) and why, with the value."""
 
     path: str
     check: str
@@ -63,8 +65,40 @@ class Problem(NamedTuple):
         return f"{self.path}: {self.reason}"
 
 
+RANK = {"error": 0, "warning": 1, "info": 2}
+SHOWN = 3  # files named per kind of finding on the console (every one with verbose)
+
+
 def _order(p: Problem) -> tuple:
-    return p.severity != "error", p.path == DATASET, p.path, p.check, p.reason
+    return RANK.get(p.severity, 1), p.path == DATASET, p.path, p.check, p.reason
+
+
+def console_lines(problems: list[Problem], left_out: Collection[str] = (), verbose: bool = False,
+                  where: str = "") -> list[str]:
+    """What the console shows: every error as ``path: reason`` (``(left out)`` when quarantined),
+    then one line per check for the warnings and the information: how many files, the first
+    ``SHOWN`` and one reason, and ``where`` the full list is. ``verbose``: every finding's line."""
+    ordered = sorted(problems, key=_order)
+    lines = [f"{p.line()} (left out)" if p.path in left_out else p.line() for p in ordered if p.severity == "error"]
+    rest = [p for p in ordered if p.severity != "error"]
+    if verbose:
+        return lines + [f"{p.line()} ({p.severity})" for p in rest]
+    for (severity, check), group in groupby(sorted(rest, key=lambda p: (RANK.get(p.severity, 1), p.check)),
+                                           key=lambda p: (p.severity, p.check)):
+        found = list(group)
+        if len(found) == 1:
+            lines.append(f"{found[0].line()} ({severity})")
+            continue
+        files = [p.path for p in found if p.path != DATASET]
+        what = _plural(len(files), "file") if len(files) == len(found) else _plural(len(found), "finding")
+        names = f": {', '.join(files[:SHOWN])}" + (f" and {len(files) - SHOWN} more" if len(files) > SHOWN else "")
+        lines.append(f"{check} ({severity}), {what}{names if files else ''}; e.g. {found[0].line()}"
+                     + (f"; every one in {where}" if where else ""))
+    return lines
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 class DataValidationError(AudioflowError, ValueError):
@@ -78,10 +112,9 @@ class DataValidationError(AudioflowError, ValueError):
         where = f" in {root}" if root is not None else ""
         n_files = len({p.path for p in errors if p.path != DATASET})
         head = f"data validation failed{where}: {len(errors)} error(s)"
-        n_warn = len(self.problems) - len(errors)
+        n_warn = sum(p.severity == "warning" for p in self.problems)
         lines = [f"{head}, {n_files} failing file(s)" + (f", and {n_warn} warning(s)" if n_warn else "")]
-        lines += [p.line() for p in errors]
-        lines += [f"{p.line()} (warning)" for p in self.problems if p.severity != "error"]
+        lines += console_lines(self.problems)
         super().__init__("\n".join(lines))
 
 # --------------------------------------------------------------------------- report
@@ -110,7 +143,7 @@ class ValidationReport:
 
     @property
     def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity != "error"]
+        return [p for p in self.problems if p.severity == "warning"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -269,7 +302,7 @@ def _summary(
     left_out: set[str],
 ) -> dict[str, Any]:
     errors = [p for p in problems if p.severity == "error"]
-    warns = [p for p in problems if p.severity != "error"]
+    warns = [p for p in problems if p.severity == "warning"]
     n_used = int((~table["path"].isin(left_out)).sum())
     n_error_files = len({p.path for p in errors if p.path != DATASET})
     if n_used + len(left_out) != ds.listed:  # every listed entry is used or left out, with its reason
@@ -283,6 +316,7 @@ def _summary(
         "n_readable": int(table["readable"].sum()),
         "n_errors": len(errors),
         "n_warnings": len(warns),
+        "n_info": sum(p.severity == "info" for p in problems),
         "n_error_files": n_error_files,
         "n_warning_files": len({p.path for p in warns if p.path != DATASET}),
         "n_quarantined": len(left_out),

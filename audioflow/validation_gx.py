@@ -232,7 +232,7 @@ def _leak_reason(r: pd.Series, table: pd.DataFrame) -> str:
     )
     return (
         f"same content as {names} under the same label {r['label']!r}: "
-        "the copies can land in different splits (train/test leak)"
+        "the split keeps the copies together (one group)"
     )
 
 
@@ -241,7 +241,7 @@ def _with_content_columns(facts: pd.DataFrame, ds: Dataset) -> pd.DataFrame:
 
     content_labels: distinct labels among files with this content (>1 = mislabel).
     content_split_units: distinct split units (group, or the file itself when it has
-    none) among same-content, same-label files (>1 = copies can straddle splits).
+    none) among same-content, same-label files (>1: copies the split keeps together).
     """
     t = facts.drop(columns=["group"], errors="ignore").merge(
         ds.files[["path", "group"]], on="path", how="left"

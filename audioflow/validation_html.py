@@ -74,8 +74,9 @@ def render_html(report: dict[str, Any]) -> str:
     labels = _labels(summary, facts)
     sections = [
         _header(report),
-        _problem_section("Errors", "errors", [p for p in problems if p.get("severity") != "warning"]),
+        _problem_section("Errors", "errors", [p for p in problems if p.get("severity") == "error"]),
         _problem_section("Warnings", "warnings", [p for p in problems if p.get("severity") == "warning"]),
+        _problem_section("Information", "info", [p for p in problems if p.get("severity") == "info"], optional=True),
         _quarantine_section(summary, quarantined) if quarantined else "",
         _class_section(labels, summary, facts, quarantined),
         _plot_section(labels, facts),
@@ -133,9 +134,12 @@ def _header(report: dict[str, Any]) -> str:
     )
 
 
-def _problem_section(title: str, css_class: str, problems: list[dict[str, Any]]) -> str:
-    """A problem table, dataset-level problems first, at most MAX_ROWS rows."""
+def _problem_section(title: str, css_class: str, problems: list[dict[str, Any]], optional: bool = False) -> str:
+    """A problem table, dataset-level problems first, at most MAX_ROWS rows (none: a line saying
+    so, or nothing at all when ``optional``)."""
     heading = f"<h2 id='{css_class}'>{title} ({len(problems)})</h2>"
+    if not problems and optional:
+        return ""
     if not problems:
         return f"{heading}\n<p class='none'>No {title.lower()}.</p>"
     ordered = sorted(problems, key=lambda p: p.get("path") != DATASET)  # stable: keeps the report's order

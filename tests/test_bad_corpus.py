@@ -41,7 +41,7 @@ EXPECTED = {
     ("manifest.csv:28", "manifest_entry", "error"),
     ("high/clipped.wav", "clipping", "warning"),
     ("high/quiet.wav", "low_level", "warning"),
-    ("high/stereo.wav", "multichannel", "warning"),
+    ("high/stereo.wav", "multichannel", "info"),  # mixed to mono by design: noted, not a concern
     ("high/rate8k.wav", "sample_rate", "warning"),
     ("high/unlisted.wav", "unlisted", "warning"),
     ("stray.wav", "unlisted", "warning"),
@@ -220,3 +220,27 @@ def test_whole_pipeline_under_both_policies(corpus: Path, tmp_path: Path):
         assert suite["expectations"] and json.loads(
             (project / f"artifacts/validate/gx_{name}_result.json").read_text())["results"]
     assert sf.info(str(project / "data/high/rate8k.wav")).samplerate == 8000  # the data is never touched
+
+
+def test_the_console_names_errors_and_counts_the_rest(corpus: Path, tmp_path: Path):
+    """`audioflow validate DIR`: every error by name; a line per kind of warning or info (the
+    check, how many files, the first ones, where the list is); -v: every file, as `path: reason`."""
+    def console(*extra: str) -> list[str]:
+        p = subprocess.run([str(BIN / "audioflow"), "validate", str(corpus), "-q", "--outputs", str(tmp_path / "o"),
+                            "--set", f"validate.sample_rates=[{SR}]", "--set", "data.group_column=speaker", *extra],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert p.returncode == 1, p.stderr  # the corpus has errors
+        return p.stdout.splitlines()
+
+    grouped, every = console(), console("-v")
+    errors = {w for w, _, sev in EXPECTED if sev == "error" and w != DATASET}
+    for lines in (grouped, every):
+        assert all(any(ln.startswith(f"{w}: ") for ln in lines) for w in errors), lines
+    report = tmp_path / "o" / "validation_report.html"
+    assert (f"unlisted (warning), 2 files: high/unlisted.wav, stray.wav; e.g. high/unlisted.wav: audio file under "
+            f"the data root that manifest.csv does not list; every one in {report} and "
+            f"{report.with_suffix('.json')}") in grouped
+    assert "high/stereo.wav: 2 channels: mixed down to mono (info)" in grouped
+    assert not any(ln.startswith("stray.wav") for ln in grouped)
+    assert any(ln.startswith("stray.wav: ") and ln.endswith("(warning)") for ln in every), every
+    assert len(every) > len(grouped)

@@ -19,6 +19,7 @@ import io
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -174,8 +175,10 @@ def readme_block(heading: str) -> list[str]:
 @pytest.mark.slow
 def test_readme_own_data_block_runs_on_class_folders(tmp_path: Path):
     """The README's "Your own data" commands, as written, on a folder nobody prepared: class
-    folders and no manifest. Only the folder and the recording are substituted, and training is
-    shortened in the project's params.yaml (2 epochs; the commands' claims do not depend on it)."""
+    folders, no manifest, and one recording there twice (kept together by the split). Only the
+    folder and the recording are substituted, and training is shortened in the project's
+    params.yaml (2 epochs; the commands' claims do not depend on it)."""
+    import pandas as pd
     import soundfile as sf
     import yaml
 
@@ -184,8 +187,10 @@ def test_readme_own_data_block_runs_on_class_folders(tmp_path: Path):
     write_demo_dataset(tmp_path / "demo", n_recordings=45, progress=False)
     folders = tmp_path / "recordings"
     (tmp_path / "demo" / "recordings").rename(folders)  # <label>/<patient>_<take>.wav, nothing else
+    first = sorted(folders.rglob("*.wav"))[0]
+    shutil.copyfile(first, first.with_name("copy.wav"))  # two copies of one sample: common in the wild
     new = tmp_path / "new.wav"
-    audio, rate = sf.read(next(folders.rglob("*.wav")))
+    audio, rate = sf.read(first)
     sf.write(new, audio[: rate * 2], rate)
     project = tmp_path / "project"
     project.mkdir()
@@ -205,8 +210,12 @@ def test_readme_own_data_block_runs_on_class_folders(tmp_path: Path):
         proc = subprocess.run(argv[2:], cwd=project, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         outs.append(proc.stdout + proc.stderr)
-    assert "validate: passed: 45 of 45 listed recordings used" in outs[0], outs[0]
+    assert "validate: passed: 46 of 46 listed recordings used" in outs[0], outs[0]
+    assert "the split keeps the copies together" in outs[0], outs[0]  # a warning, not an error
     assert (project / "outputs" / "model.onnx").stat().st_size > 0
+    split = pd.read_csv(project / "artifacts" / "split" / "split.csv").set_index("path")
+    rel = first.relative_to(folders)
+    assert split.loc[str(rel), "split"] == split.loc[str(rel.with_name("copy.wav")), "split"]
     import json
 
     prediction = json.loads(outs[2].strip().splitlines()[-1])

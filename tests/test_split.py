@@ -148,3 +148,46 @@ def test_kfold_saved_and_loaded_per_fold(tmp_path):
 def test_kfold_config_errors(split, message):
     with pytest.raises(ValueError, match=message):
         SplitConfig(**split)
+
+
+def with_copies(t: pd.DataFrame, copies: list[tuple[int, int]], groups: bool = True) -> pd.DataFrame:
+    """``t`` with a content hash per row; each (i, j) gives row j row i's content (a copy, same label)."""
+    t = t.copy()
+    t["sha256"] = [f"h{i}" for i in range(len(t))]
+    if not groups:
+        t["group"] = ""
+    for i, j in copies:
+        t.loc[j, ["sha256", "label"]] = t.loc[i, ["sha256", "label"]].to_numpy()
+    return t
+
+
+# Copies of one recording in different groups (or, without groups, anywhere): a chain across three
+# groups too, so that joining is transitive.
+COPIES = [(0, 40), (4, 41), (41, 80), (8, 100)]
+
+
+@pytest.mark.parametrize("groups", [True, False], ids=["groups", "no-groups"])
+@pytest.mark.parametrize("strategy", ["stratified", "kfold", "predefined"])
+def test_identical_recordings_never_straddle_splits(strategy: str, groups: bool):
+    """Under every strategy, copies land in one split (and in one test fold); without copies the
+    split is the same as before (content joins units only where it is shared)."""
+    fold = (lambda g: "test" if g % 5 == 0 else "train") if strategy == "predefined" else None
+    t = with_copies(table(n_groups=30, fold=fold), [(i, j) for i, j in COPIES if fold is None or
+                                                    fold(i // 4) == fold(j // 4)], groups)
+    cfg = SplitConfig(strategy=strategy, folds=[1, 2, 3, 4, 5] if strategy == "kfold" else [], seed=7)
+    out = split_files(t, cfg)
+    assert out.groupby("sha256")["split"].nunique().max() == 1
+    if strategy == "kfold":
+        assert out.groupby("sha256")["fold"].nunique().max() == 1
+        for name, ft in fold_tables(out, cfg).items():
+            assert ft.groupby("sha256")["split"].nunique().max() == 1, name
+    unique = with_copies(table(n_groups=30, fold=fold), [], groups)  # every recording's own content
+    assert (split_files(unique, cfg)["split"] == split_files(unique.drop(columns="sha256"), cfg)["split"]).all()
+
+
+def test_predefined_copies_across_the_given_splits_are_warned_about():
+    """A collection's own split is the user's call: copies across it stay, with a warning."""
+    t = with_copies(table(n_groups=30, fold=lambda g: "test" if g < 6 else "train"), [(0, 60)])
+    with pytest.warns(UserWarning, match="copies of one recording"):
+        out = split_files(t, SplitConfig(strategy="predefined"))
+    assert out.loc[0, "split"] == "test" and out.loc[60, "split"] in ("train", "val")

@@ -41,7 +41,8 @@ BAD = {
     "a/a1_copy.wav": "same content as a/a1.wav (group 'g1')",
     "a/a1.wav": "same content as a/a1_copy.wav (group 'g9')",
 }
-WARNED = {"b/clipped.wav", "b/short.wav"}  # quality concerns: warnings by default, the files stay usable
+# Quality concerns, and copies the split keeps together: warnings by default, the files stay usable.
+WARNED = {"b/clipped.wav", "b/short.wav", "a/a1_copy.wav", "a/a1.wav"}
 
 
 def _manifest(root: Path, rows: list[tuple[str, str, str]]) -> Dataset:
@@ -165,8 +166,9 @@ def test_every_bad_file_is_reported_with_its_reason(bad_report: ValidationReport
     dataset = by_path[DATASET]
     assert any("label 'c' has 1 usable recording(s)," in r for r in dataset), dataset
     assert any("label 'xyz' has 0 usable recording(s) (1 listed)" in r for r in dataset), dataset
-    # Only a/a2.wav of label a passes every file check: too few once the bad ones go.
-    assert any("label 'a' has 1 usable recording(s) (7 listed)" in r for r in dataset), dataset
+    # Of label a, a2 and the two copies of a1 (a warning: kept together by the split) stay usable.
+    assert not any("label 'a'" in r for r in dataset), dataset
+    assert report.summary["per_label"]["a"] == {"listed": 7, "usable": 3}
     assert report.summary["per_label"]["b"] == {"listed": 7, "usable": 5}  # + clipped, short: warnings
     # Decode errors name the file relative to the data root, not by its absolute path.
     (unreadable,) = by_path["a/unreadable.wav"]
@@ -188,16 +190,20 @@ def test_raise_if_failed_lists_every_bad_file(bad_report: ValidationReport, tmp_
     with pytest.raises(DataValidationError) as info:
         bad_report.raise_if_failed()
     msg = str(info.value)
-    for path in BAD:
+    for path in set(BAD) - WARNED:  # every error, by name
         assert f"\n{path}: " in msg, path
     assert info.value.problems == bad_report.problems
-    # Errors (files one per line, then the dataset's), then the warnings, marked.
+    # Errors (files one per line, then the dataset's), then one line per kind of warning: the
+    # check, how many, their names (the copies of a1: one line for both).
     lines = msg.splitlines()[1:]
-    errors = [ln for ln in lines if not ln.endswith("(warning)")]
+    errors = [ln for ln in lines if "(warning)" not in ln]
     assert lines[: len(errors)] == errors
     first_dataset = next(i for i, ln in enumerate(errors) if ln.startswith(DATASET))
     assert all(ln.startswith(DATASET) for ln in errors[first_dataset:])
-    assert {ln.split(":")[0] for ln in lines[len(errors):]} >= WARNED
+    warned = lines[len(errors):]
+    assert any(ln.startswith("duplicate (warning), 2 files: a/a1.wav, a/a1_copy.wav; e.g.") for ln in warned), warned
+    assert all(any(path in ln for ln in warned) for path in WARNED), warned
+    assert len(warned) == len({p.check for p in bad_report.problems if p.severity == "warning"})
 
 
 def test_facts_reused_with_another_config(bad_ds: Dataset, bad_report: ValidationReport) -> None:
@@ -269,3 +275,24 @@ def test_every_format_soundfile_reads_is_measured(tmp_path: Path, name, fmt, sub
     assert (f["sample_rate"], f["channels"]) == (sr, channels)
     assert f["duration_s"] == pytest.approx(0.5, abs=0.06)  # MP3 frames pad a little
     assert -15 < f["rms_dbfs"] < -8
+
+
+def test_console_lines_one_per_kind_of_warning():
+    """410 stereo files and 4 clipped ones are two lines, not 414; errors stay one per file."""
+    from audioflow.validation import console_lines
+
+    problems = [Problem(f"s/{i:03d}.wav", "multichannel", "info", "2 channels: mixed down to mono") for i in range(410)]
+    problems += [Problem(f"c/{i}.wav", "clipping", "warning", f"clipped: {i + 2}% of samples") for i in range(4)]
+    problems += [Problem("b.wav", "readable", "error", "empty file (0 bytes)"),
+                 Problem("a.wav", "silence", "error", "silent"), Problem("q.wav", "low_level", "warning", "low")]
+    lines = console_lines(problems, left_out={"a.wav"}, where="out/report.html")
+    assert lines == [
+        "a.wav: silent (left out)",
+        "b.wav: empty file (0 bytes)",
+        "clipping (warning), 4 files: c/0.wav, c/1.wav, c/2.wav and 1 more; e.g. c/0.wav: clipped: 2% of samples; "
+        "every one in out/report.html",
+        "q.wav: low (warning)",
+        "multichannel (info), 410 files: s/000.wav, s/001.wav, s/002.wav and 407 more; e.g. s/000.wav: 2 channels: "
+        "mixed down to mono; every one in out/report.html",
+    ]
+    assert len(console_lines(problems, verbose=True)) == len(problems)

@@ -72,7 +72,7 @@ def cmd_validate(args) -> int:
     params, lay = params_of(args), layout_of(args)
     if not args.dir:
         out = Path(args.out) if args.out else lay.path("validation")
-        return _validate(params, lay.path("dataset"), out, lay.outputs, args.quiet)
+        return _validate(params, lay.path("dataset"), out, lay.outputs, args.quiet, getattr(args, "verbose", False))
     # Any folder, checked directly: ingest it into a scratch folder that goes afterwards, and
     # use its group and fold columns only where its manifest has them.
     import tempfile
@@ -86,17 +86,20 @@ def cmd_validate(args) -> int:
     with tempfile.TemporaryDirectory(prefix="audioflow-validate-") as scratch:
         stages.ingest(params, Path(scratch) / "ingest", progress=not args.quiet)
         out = Path(args.out) if args.out else Path(scratch) / "validate"
-        return _validate(params, Path(scratch) / "ingest", out, lay.outputs, args.quiet)
+        return _validate(params, Path(scratch) / "ingest", out, lay.outputs, args.quiet, getattr(args, "verbose", False))
 
 
-def _print_problems(problems, left_out: set[str] = frozenset()) -> None:
-    """``path: reason``, one per line; warnings and quarantined errors say so at the end."""
-    for p in problems:
-        print(f"{p.line()} (warning)" if p.severity != "error" else
-              f"{p.line()} (left out)" if p.path in left_out else p.line())
+def _print_problems(problems, report_html: Path, verbose: bool, left_out: set[str] = frozenset()) -> None:
+    """Each error as ``path: reason`` (quarantined ones say so), then a line per kind of warning
+    or note naming where every one is (``verbose``: every one here)."""
+    from audioflow.validation import console_lines
+
+    where = f"{report_html} and {report_html.with_suffix('.json')}"
+    for line in console_lines(problems, left_out, verbose=verbose, where=where):
+        print(line)
 
 
-def _validate(params, dataset: Path, out: Path, outputs: Path, quiet: bool) -> int:
+def _validate(params, dataset: Path, out: Path, outputs: Path, quiet: bool, verbose: bool = False) -> int:
     """Every problem as ``path: reason`` on stdout (errors, then warnings), a per-class summary
     table and the verdict on stderr; exit 1 when an error stands."""
     from audioflow import stages
@@ -106,13 +109,14 @@ def _validate(params, dataset: Path, out: Path, outputs: Path, quiet: bool) -> i
     try:
         report = stages.validate(params, dataset, out, publish_to=outputs, progress=not quiet)
     except DataValidationError as exc:
-        _print_problems(exc.problems)
+        _print_problems(exc.problems, report_html, verbose)
         if not quiet:
             say(summary_table(exc.report))
         errors = sum(p.severity == "error" for p in exc.problems)
-        say(f"validate: FAILED, {errors} error(s), {len(exc.problems) - errors} warning(s); report: {report_html}")
+        warns = sum(p.severity == "warning" for p in exc.problems)
+        say(f"validate: FAILED, {errors} error(s), {warns} warning(s); report: {report_html}")
         return 1
-    _print_problems(report.problems, left_out=set(report.quarantined))
+    _print_problems(report.problems, report_html, verbose, left_out=set(report.quarantined))
     if not quiet:
         say(summary_table(report))
     s = report.summary
@@ -208,8 +212,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     for name, stage in STAGES.items():
         if name == "validate":
             p = sub.add_parser(name, parents=[common], help=stage.help,
-                               description="Check every recording; print each problem as 'path: reason' "
-                                           "and exit 1 when the data fails.")
+                               description="Check every recording; print each error as 'path: reason', one "
+                                           "line per kind of warning (-v: every file), and exit 1 when the "
+                                           "data fails.")
+            p.add_argument("-v", "--verbose", action="store_true",
+                           help="print every warning and note as 'path: reason', not one line per check")
             p.add_argument("dir", nargs="?", help="validate this folder directly instead of the ingest output")
             p.add_argument("--out", help="keep the stage folder (report, per-file facts) here (default: "
                                          "artifacts/validate; with DIR, a temporary folder); the report "
