@@ -70,9 +70,10 @@ def cmd_validate(args) -> int:
     from audioflow import stages
 
     params, lay = params_of(args), layout_of(args)
+    verbose = getattr(args, "verbose", False)  # `audioflow run` validates without the option
     if not args.dir:
         out = Path(args.out) if args.out else lay.path("validation")
-        return _validate(params, lay.path("dataset"), out, lay.outputs, args.quiet, getattr(args, "verbose", False))
+        return _validate(params, lay.path("dataset"), out, lay.outputs, args.quiet, verbose)
     # Any folder, checked directly: ingest it into a scratch folder that goes afterwards, and
     # use its group and fold columns only where its manifest has them.
     import tempfile
@@ -86,7 +87,7 @@ def cmd_validate(args) -> int:
     with tempfile.TemporaryDirectory(prefix="audioflow-validate-") as scratch:
         stages.ingest(params, Path(scratch) / "ingest", progress=not args.quiet)
         out = Path(args.out) if args.out else Path(scratch) / "validate"
-        return _validate(params, Path(scratch) / "ingest", out, lay.outputs, args.quiet, getattr(args, "verbose", False))
+        return _validate(params, Path(scratch) / "ingest", out, lay.outputs, args.quiet, verbose)
 
 
 def _print_problems(problems, report_html: Path, verbose: bool, left_out: set[str] = frozenset()) -> None:
