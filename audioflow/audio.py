@@ -7,6 +7,7 @@ see ``audioflow.storage``). Imports no torch, so the ONNX Runtime deployment pat
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,9 +200,11 @@ WAV_HEAD_BYTES = 1 << 16  # enough for the chunks before "data" in any ordinary 
 
 def head_and_size(path: str | Path) -> tuple[bytes, int]:
     """The first ``WAV_HEAD_BYTES`` of a local file and its size: what ``wav_truncation`` reads."""
-    p = Path(path)
-    with open(p, "rb") as f:
-        return f.read(WAV_HEAD_BYTES), p.stat().st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, WAV_HEAD_BYTES, 0), os.fstat(fd).st_size
+    finally:
+        os.close(fd)
 
 
 def wav_truncation(head: bytes, size: int) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -108,12 +109,30 @@ def resolve_window_s(cfg: FeaturesConfig, ds: Dataset, infos: list | None = None
     return auto_window_s([i.duration_s for i in infos])
 
 
-def resolve_spec(cfg: FeaturesConfig, ds: Dataset) -> FeatureSpec:
+def resolve_spec(cfg: FeaturesConfig, ds: Dataset, headers: pd.DataFrame | None = None) -> FeatureSpec:
     """The feature spec for ``ds``: its sample rate and window resolved where they are auto,
-    from one pass over the recordings' headers."""
-    auto = cfg.sample_rate == "auto" or cfg.window_s == "auto"
-    infos = [audio.info(ds.location(p)) for p in ds.files["path"]] if auto else None
+    from the recordings' headers: ``headers`` (a table of path, sample_rate and duration_s:
+    validation's facts, which read every header already) where it covers every recording, else
+    one pass reading them."""
+    infos = None
+    if cfg.sample_rate == "auto" or cfg.window_s == "auto":
+        infos = _from_headers(ds, headers) if headers is not None else None
+        if infos is None:
+            infos = [audio.info(ds.location(p)) for p in ds.files["path"]]
     return FeatureSpec.resolve(cfg, resolve_sample_rate(cfg, ds, infos), resolve_window_s(cfg, ds, infos))
+
+
+class _Header(NamedTuple):
+    sample_rate: int
+    duration_s: float
+
+
+def _from_headers(ds: Dataset, headers: pd.DataFrame) -> list[_Header] | None:
+    """``ds``'s recordings' rates and durations from ``headers``, or None where it misses one."""
+    table = headers.drop_duplicates("path").set_index("path").reindex(ds.files["path"])
+    if table[["sample_rate", "duration_s"]].isna().any().any():
+        return None
+    return [_Header(int(r), float(d)) for r, d in zip(table["sample_rate"], table["duration_s"])]
 
 
 class _NpyWriter:
@@ -220,20 +239,21 @@ def shard_files(files: pd.DataFrame, shard: int, n_shards: int) -> pd.DataFrame:
 
 def featurize(
     ds: Dataset, cfg: FeaturesConfig, out_dir: str | Path, progress: bool = True,
-    shard: tuple[int, int] = (0, 1),
+    shard: tuple[int, int] = (0, 1), headers: pd.DataFrame | None = None,
 ) -> Features:
     """Decode every recording, cut fixed-length windows and write their log-mel features.
 
     Work is batched by windows; the front-end runs on the GPU when there is one. The output
     lives on disk (``features.npy`` memmap + ``index.csv``), so a dataset larger than memory works.
     ``shard=(i, n)`` featurizes only the i-th of n parts of the file table (``merge_features``
-    joins the parts); the spec, and so the sample rate, is always resolved over all files.
+    joins the parts); the spec, and so the sample rate, is always resolved over all files
+    (from ``headers`` where given: see ``resolve_spec``).
     """
     from tqdm import tqdm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    spec = resolve_spec(cfg, ds)
+    spec = resolve_spec(cfg, ds, headers)
     files = shard_files(ds.files, *shard)
     device = pick_device(cfg.device)
     front = spec.front_end().to(device).eval()

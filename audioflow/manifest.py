@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -265,18 +267,62 @@ def _from_folders(root: DataRoot) -> pd.DataFrame:
     return df
 
 
+def local_audio_files(local: Path) -> dict[str, int]:
+    """Audio files under a local folder, outside hidden folders and not hidden themselves:
+    relative POSIX path -> bytes. One walk, one stat a file (symlinked folders are not entered,
+    as a glob does not)."""
+    found: dict[str, int] = {}
+    base = str(local)
+    for folder, subfolders, names in os.walk(base):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        prefix = os.path.relpath(folder, base).replace(os.sep, "/") + "/"
+        for name in names:
+            if name.startswith(".") or os.path.splitext(name)[1].lower() not in AUDIO_SUFFIXES:
+                continue
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except OSError:  # a dangling link
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found[name if prefix == "./" else prefix + name] = st.st_size
+    return found
+
+
 def unlisted_files(root: DataRoot, listed: set[str], listing: dict[str, int] | None = None) -> list[str]:
     """Audio files under ``root`` (outside hidden folders) that the manifest does not name.
 
-    ``listing``: an object store's ``files()`` already fetched.
+    ``listing``: the files already found (``local_audio_files``, an object store's ``files()``).
     """
+    if listing is None:
+        listing = local_audio_files(root.local) if root.local is not None else root.files()
+    return sorted(rel for rel in listing if rel not in listed and PurePosixPath(rel).suffix.lower() in AUDIO_SUFFIXES
+                  and not any(part.startswith(".") for part in rel.split("/")))
+
+
+def _sizes(root: DataRoot, rels, listing: dict[str, int] | None) -> dict[str, int]:
+    """Size of each of ``rels`` that is a file: from ``listing`` where it is there, else asked."""
+    if root.local is None or listing is None:
+        return root.sizes(rels, listing)
+    base, sizes = str(root.local), {}
+    for rel in rels:
+        if rel in listing:
+            sizes[rel] = listing[rel]
+            continue
+        try:  # a listed path the walk did not see: a hidden folder, another suffix, a linked folder
+            st = os.stat(os.path.join(base, rel))
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            sizes[rel] = st.st_size
+    return sizes
+
+
+def _sha256(root: DataRoot, rel: str) -> str:
     if (local := root.local) is not None:
-        found = (f.relative_to(local).as_posix() for f in local.rglob("*")
-                 if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
-    else:
-        found = iter(root.files() if listing is None else listing)
-    return sorted(rel for rel in found if rel not in listed and PurePosixPath(rel).suffix.lower() in AUDIO_SUFFIXES
-                  and not any(part.startswith(".") for part in PurePosixPath(rel).parts))
+        with open(os.path.join(local, rel), "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    with root.open(rel) as f:  # the bytes, wherever they are: same content, same fingerprint
+        return sha256_stream(f)
 
 
 def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
@@ -292,8 +338,10 @@ def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
     root = DataRoot(cfg.root)
     df, warnings, problems = read_manifest(cfg)
     n_listed = len(df) + sum("line" in p for p in problems)  # + the lines left out
-    listing = root.files() if root.local is None and cfg.manifest else None  # one listing for both
-    sizes = root.sizes(df["path"], listing)
+    listing = None  # one listing serves the sizes and the unlisted files
+    if cfg.manifest:
+        listing = local_audio_files(root.local) if root.local is not None else root.files()
+    sizes = _sizes(root, df["path"], listing)
     missing = [p for p in df["path"] if p not in sizes]
     problems += [_problem(p, "missing", "file not found") for p in missing]
     if cfg.manifest and len(df):  # class folders list every file there is
@@ -304,10 +352,9 @@ def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
     if df.empty:
         shown = "\n".join(f"{p['path']}: {p['reason']}" for p in problems[:50])
         raise ManifestError(f"{root}: no usable recordings listed\n{shown}".rstrip())
-    hashes = []
-    for p in tqdm(df["path"], desc="ingest: hashing", unit="file", disable=not progress, leave=False):
-        with root.open(p) as f:  # the bytes, wherever they are: same content, same fingerprint
-            hashes.append(sha256_stream(f))
+    paths = df["path"].tolist()
+    hashes = [_sha256(root, p) for p in tqdm(paths, desc="ingest: hashing", unit="file", disable=not progress,
+                                               leave=False)]
     df = df.assign(sha256=hashes, bytes=[sizes[p] for p in df["path"]])[FILE_COLUMNS]
     df = df.sort_values("path", kind="stable").reset_index(drop=True)
     return Dataset(root, df, fingerprint(df), warnings, problems, n_listed)

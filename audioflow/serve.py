@@ -22,9 +22,7 @@ from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 
 from audioflow import __version__, audio
 from audioflow.inference import Predictor
-
-DEFAULT_MAX_UPLOAD_MB = 20.0
-DEFAULT_MAX_DURATION_S = 600.0
+from audioflow.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_UPLOAD_MB
 
 
 class BodyLimit:

@@ -225,20 +225,42 @@ def test_every_benchmark_has_a_smoke_run_and_is_in_make_bench():
     assert {m for m in modules if f"python -m benchmarks.{m}" in recipe} == modules
 
 
-def test_stage_costs_smoke(tiny_recordings: Path, tmp_path: Path):
+def test_stage_costs_smoke(tmp_path: Path):
+    """Two stratified sizes of a collection, every stage, the fresh-process start-up and the
+    memory of validate and featurize on generated recordings: figures of the right shape."""
+    root = tmp_path / "twelve"
+    rows = ["path,label"]
+    for i in range(12):
+        label = ("low", "high")[i % 2]
+        write_wav(root / f"{label}/{i}.wav", tone(300.0 * (1 + i % 2) + 10 * i, 0.2 + 0.05 * i, 8000, seed=i), 8000)
+        rows.append(f"{label}/{i}.wav,{label}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     result = tmp_path / "costs.json"
-    out = run_benchmark("stage_costs", "--data", tiny_recordings, "--limit", "6", "--set", "train.epochs=1",
-                        "--set", "model.cnn.channels=[4,8]", "--set", "validate.min_per_class=1",
-                        "--set", "split.val_fraction=0.34", "--set", "split.test_fraction=0.34",
-                        "--set", "features.window_s=0.5", "--json", result, tmp_path=tmp_path)
-    assert "stage costs: 6 recordings" in out and "decode (baseline)" in out
+    out = run_benchmark("stage_costs", "--data", root, "--sizes", "8", "12", "--repeats", "1", "--stages", "all",
+                        "--memory", "24", "--set", "train.epochs=1", "--set", "model.cnn.channels=[4,8]",
+                        "--set", "validate.min_per_class=1", "--set", "split.val_fraction=0.25",
+                        "--set", "split.test_fraction=0.25", "--set", "features.window_s=0.5",
+                        "--json", result, tmp_path=tmp_path)
+    assert "twelve: 8 and 12 recordings (stratified)" in out and "decode (baseline)" in out
+    assert "24 generated recordings: validate peak anonymous" in out
     r = json.loads(result.read_text())
-    assert r["benchmark"] == "stage_costs" and r["n_recordings"] == 6 and r["epochs"] == 1
-    assert set(r["stages"]) == {"ingest", "validate", "featurize", "decode (baseline)", "split", "train",
-                                "evaluate", "export"}
-    for stage, v in r["stages"].items():
-        assert v["wall_s"] > 0 and v["ms_per_recording"] > 0, stage
-    assert r["stages"]["decode (baseline)"]["x_decode"] == 1.0
+    c = r["collections"]["twelve"]
+    assert r["benchmark"] == "stage_costs" and c["sizes"] == [8, 12]
+    assert set(c["stages"]) == {"ingest", "validate", "featurize", "split", "train", "evaluate", "export",
+                                "decode (baseline)"}
+    for stage, v in c["stages"].items():
+        assert len(v["median_s"]) == 2 and all(t > 0 for t in v["median_s"]), stage
+        if stage != "decode (baseline)":
+            assert v["start_s"] > 0 and v["imports_s"] > -1, stage
+    for stage in ("ingest", "validate", "featurize"):  # they read recordings; split, train... do not
+        assert c["stages"][stage]["before_first_warm_s"] >= 0, stage
+    assert all("x_decode" in v and "fixed_s" in v for v in c["stages"].values())
+    assert r["great_expectations_import_s"] > 0
+    for stage in ("validate", "featurize"):
+        m = r["memory"]["24"][stage]
+        assert m["peak_rss_mb"] >= m["peak_anon_mb"] >= m["after_imports_anon_mb"] > 0, m
+        assert m["growth_anon_mb"] == pytest.approx(m["peak_anon_mb"] - m["after_imports_anon_mb"]), m
+    assert r["memory"]["24"]["feature_store_mb"] > 0
 
 
 def test_inference_speed_smoke(tmp_path: Path):
@@ -274,3 +296,18 @@ def test_front_end_smoke(tmp_path: Path):
         assert 0 < v["profile_b64"]["compute_share"] <= 1
     assert r["variants"]["dft_conv"]["b64_over_dft_conv"] == 1.0
     assert r["variants"]["fft_2stage"]["macs_per_frame"] < r["variants"]["dft_conv"]["macs_per_frame"]
+
+
+def test_stage_costs_subsets_are_stratified_and_nested():
+    """--limit and --sizes take each label in its share (a manifest sorted by label starts with
+    one class only), and a smaller subset is part of a larger one."""
+    from benchmarks.stage_costs import stratified
+
+    rows = [{"path": f"{lab}/{i}.wav", "label": lab} for lab, n in (("a", 500), ("b", 300), ("c", 200))
+            for i in range(n)]
+    small, large = stratified(rows, 50), stratified(rows, 200)
+    assert [sum(r["label"] == lab for r in small) for lab in "abc"] == [25, 15, 10]
+    assert [sum(r["label"] == lab for r in large) for lab in "abc"] == [100, 60, 40]
+    assert {r["path"] for r in small} < {r["path"] for r in large}
+    assert [r["path"] for r in small] != [r["path"] for r in rows[:50]]
+    assert len(stratified(rows, 7)) == 7 and stratified(rows, 1000) == rows

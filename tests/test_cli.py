@@ -147,3 +147,14 @@ def test_summary_says_no_groups(tmp_path: Path, capsys):
     out = capsys.readouterr().out
     assert "4 recordings, 2 classes (a, b), no groups" in out and "1 groups" not in out
     assert "warning      data.group_column='patient' ignored" in out
+
+
+def test_the_command_line_imports_a_library_only_where_a_command_uses_it():
+    """Every `audioflow` command builds the whole parser first: that must not import the
+    libraries of any one command (the web framework, ONNX Runtime, torch, Great Expectations,
+    pandas), or each command pays for all of them before it starts."""
+    code = ("import sys; from audioflow.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in {'fastapi', 'onnxruntime', 'torch', "
+            "'torchaudio', 'great_expectations', 'pandas', 'sklearn', 'matplotlib', 'zenml', 'numpy'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -262,6 +262,31 @@ def test_auto_window_is_resolved_and_recorded(tone_dataset, tmp_path):
         FeatureSpec.resolve(FeaturesConfig(), 4000)
 
 
+def test_auto_settings_come_from_validations_facts_without_reading_headers_again(tone_dataset, tmp_path,
+                                                                                  monkeypatch):
+    """featurize resolves sample_rate and window_s: auto from the rates and durations validation
+    measured (facts.csv), and reads the headers itself only where that table misses a recording."""
+    import pandas as pd
+
+    from audioflow import audio
+    from audioflow.config import DataConfig
+    from audioflow.features import resolve_spec
+    from audioflow.manifest import ingest
+
+    ds = ingest(DataConfig(root=str(tone_dataset), group_column="speaker"), progress=False)
+    read = resolve_spec(FeaturesConfig(), ds)
+    facts = pd.DataFrame({"path": ds.files["path"], "sample_rate": read.sample_rate,
+                          "duration_s": [audio.info(ds.location(p)).duration_s for p in ds.files["path"]]})
+    opened = []
+    monkeypatch.setattr(audio, "info", lambda path, real=audio.info: opened.append(path) or real(path))
+    assert resolve_spec(FeaturesConfig(), ds, facts) == read and opened == []
+    # the table is what counts: a collection measured at 22.05 kHz, 10 s long, gets that spec
+    other = facts.assign(sample_rate=22050, duration_s=10.0)
+    spec = resolve_spec(FeaturesConfig(), ds, other)
+    assert (spec.sample_rate, spec.window_samples) == (22050, 5 * 22050) and opened == []
+    assert resolve_spec(FeaturesConfig(), ds, facts.iloc[1:]) == read and len(opened) == len(ds.files)
+
+
 def test_scratch_compiler_cache_never_removes_headers_another_run_is_using(tmp_path: Path, monkeypatch):
     """torch.compile's precompiled headers live in $TMPDIR/torchinductor_<user>, shared by every
     process: a block that does not compile leaves them to the run that made them (removing them

@@ -112,7 +112,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_predict)
 
-    from audioflow.serve import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_UPLOAD_MB
+    from audioflow.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_UPLOAD_MB
 
     p = sub.add_parser("serve", help="serve an exported ONNX model over HTTP (FastAPI + uvicorn)",
                        description="POST /predict (multipart field `file`) returns label, probabilities and "

@@ -38,7 +38,8 @@ HEADER = """\
 # Validation gates the rest: featurize and split read artifacts/validate/quarantine.csv (what
 # validation left out; empty unless validate.on_error: quarantine), so they run only after
 # `audioflow validate` passed on this data, and a threshold change that leaves out the same
-# recordings reruns validate alone.
+# recordings reruns validate alone. featurize also reads its facts.csv (each recording's rate
+# and duration, for features.sample_rate and window_s: auto), measured from the data alone.
 """
 
 PLOTS = """\
@@ -99,13 +100,15 @@ def _folder(stage: Stage, layout: Layout) -> str:
 
 def data_deps(stage: Stage, layout: Layout) -> list[str]:
     """What of the earlier stages' outputs it reads: the folder, or the one file of it it reads
-    (``dvc["files"]``), or the part of it the producer hands on (``dvc["consumed"]``)."""
+    (``dvc["files"]``: a name or a tuple of them), or the part of it the producer hands on
+    (``dvc["consumed"]``)."""
     out = list(stage.dvc.get("deps", ()))
     for artifact in stage.inputs:
         producer = PRODUCER[artifact]
         folder = _folder(producer, layout)
         if artifact in stage.dvc.get("files", {}):
-            out.append(f"{folder}/{stage.dvc['files'][artifact]}")
+            files = stage.dvc["files"][artifact]
+            out += [f"{folder}/{f}" for f in ((files,) if isinstance(files, str) else files)]
         elif producer.dvc.get("consumed"):
             out.append(f"{folder}/{producer.dvc['consumed']}")
         else:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from audioflow.stages.base import Stage, atomic_dir, write_params
-from audioflow.stages.validated import QUARANTINE, validated
+from audioflow.stages.validated import FACTS, QUARANTINE, headers, validated
 
 if TYPE_CHECKING:
     from audioflow.config import Params
@@ -19,7 +19,8 @@ def featurize(params: Params, dataset: Path, validation: Path, out: Path, *, pro
     from audioflow.features import featurize as _featurize
 
     with atomic_dir(out) as tmp:
-        feats = _featurize(validated(dataset, validation), params.features, tmp, progress=progress, shard=shard)
+        feats = _featurize(validated(dataset, validation), params.features, tmp, progress=progress, shard=shard,
+                           headers=headers(validation))
         extra = {"shard": list(shard)} if shard != (0, 1) else {}
         write_params(params, STAGE, tmp, spec=feats.spec.to_dict(), **extra)
     return Features.load(out)
@@ -44,5 +45,5 @@ def dashboard(out: Path, feats, fold: str | None):
 STAGE = Stage("featurize", "decode, resample, window and compute log-mel features", featurize,
               output="features", folder="features",
               reads=("features.*", "!features.shards"),
-              inputs=("dataset", "validation"), dvc={"files": {"validation": QUARANTINE}},
+              inputs=("dataset", "validation"), dvc={"files": {"validation": (QUARANTINE, FACTS)}},
               dashboard=dashboard, sharded=True)
