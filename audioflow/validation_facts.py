@@ -100,10 +100,12 @@ def collect_facts(ds: Dataset, progress: bool = True) -> pd.DataFrame:
         disable=not progress,
         leave=False,
     ):
-        facts = file_facts(ds.location(rel))
-        # soundfile quotes the absolute path; the problem line already names the file.
-        facts["error"] = facts["error"].replace(str(ds.location(rel)), rel)
-        rows.append({"path": rel, "label": label, **facts, "sha256": sha})
+        where = ds.location(rel)
+        facts = file_facts(where)
+        if facts["error"]:  # soundfile quotes the absolute path; the problem line already names the file
+            facts["error"] = facts["error"].replace(str(where), rel)
+        facts["path"], facts["label"], facts["sha256"] = rel, label, sha
+        rows.append(facts)
     return _typed(pd.DataFrame(rows, columns=FACT_COLUMNS))
 
 
