@@ -17,7 +17,7 @@ Dockerfiles pin, from PyPI) into the local image store, unless they are there al
   --force     build them again
   -h, --help  show this help
 
-Needs mmdebstrap (Debian: apt-get install mmdebstrap) and pip; ENGINE picks docker or podman.
+Needs mmdebstrap (Debian: apt-get install mmdebstrap) and pip or uv; ENGINE picks docker or podman.
 USAGE
 }
 
@@ -59,10 +59,17 @@ fi
 
 if ((force)) || ! have "$UV_BASE"; then
     echo "== $UV_BASE: uv $uv_version from its wheel" >&2
-    python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$scratch/wheel" "uv==$uv_version"
     mkdir "$scratch/uv"
-    python3 -m zipfile -e "$scratch"/wheel/uv-*.whl "$scratch/wheel/x"
-    install -m 0755 "$scratch"/wheel/x/uv-*.data/scripts/uv "$scratch/uv/uv"
+    if python3 -m pip --version >/dev/null 2>&1; then
+        python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$scratch/wheel" "uv==$uv_version"
+        python3 -m zipfile -e "$scratch"/wheel/uv-*.whl "$scratch/wheel/x"
+        install -m 0755 "$scratch"/wheel/x/uv-*.data/scripts/uv "$scratch/uv/uv"
+    else  # the python3 of a uv-made environment (`uv run`) has no pip, but uv is there
+        uv_cmd=(uv)
+        command -v uv >/dev/null || uv_cmd=(python3 -m uv)
+        "${uv_cmd[@]}" pip install --quiet --no-deps --only-binary=:all: --target "$scratch/wheel/x" "uv==$uv_version"
+        install -m 0755 "$scratch/wheel/x/bin/uv" "$scratch/uv/uv"
+    fi
     tar -C "$scratch/uv" -cf "$scratch/uv.tar" uv
     "$engine" import "$scratch/uv.tar" "$UV_BASE" >/dev/null
 fi
