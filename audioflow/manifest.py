@@ -299,24 +299,6 @@ def unlisted_files(root: DataRoot, listed: set[str], listing: dict[str, int] | N
                   and not any(part.startswith(".") for part in rel.split("/")))
 
 
-def _sizes(root: DataRoot, rels, listing: dict[str, int] | None) -> dict[str, int]:
-    """Size of each of ``rels`` that is a file: from ``listing`` where it is there, else asked."""
-    if root.local is None or listing is None:
-        return root.sizes(rels, listing)
-    base, sizes = str(root.local), {}
-    for rel in rels:
-        if rel in listing:
-            sizes[rel] = listing[rel]
-            continue
-        try:  # a listed path the walk did not see: a hidden folder, another suffix, a linked folder
-            st = os.stat(os.path.join(base, rel))
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode):
-            sizes[rel] = st.st_size
-    return sizes
-
-
 def _sha256(root: DataRoot, rel: str) -> str:
     if (local := root.local) is not None:
         with open(os.path.join(local, rel), "rb") as f:
@@ -341,7 +323,7 @@ def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
     listing = None  # one listing serves the sizes and the unlisted files
     if cfg.manifest:
         listing = local_audio_files(root.local) if root.local is not None else root.files()
-    sizes = _sizes(root, df["path"], listing)
+    sizes = root.sizes(df["path"], listing)
     missing = [p for p in df["path"] if p not in sizes]
     problems += [_problem(p, "missing", "file not found") for p in missing]
     if cfg.manifest and len(df):  # class folders list every file there is

@@ -12,6 +12,8 @@ URLs: local folders take the plain ``pathlib`` path.
 
 from __future__ import annotations
 
+import os
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -102,10 +104,23 @@ class DataRoot:
     def sizes(self, rels, listing: dict[str, int] | None = None) -> dict[str, int]:
         """Size in bytes of each of ``rels`` that exists as a file; absent ones are left out.
 
-        ``listing``: an object store's ``files()`` already fetched (one listing serves both).
+        ``listing``: the files already found (an object store's ``files()``, a local folder's walk:
+        one listing serves the sizes and the unlisted files); a local file it lacks (a hidden
+        folder, another suffix, a linked folder) is asked for.
         """
         if (local := self.local) is not None:
-            return {rel: (local / rel).stat().st_size for rel in rels if (local / rel).is_file()}
+            sizes = {}
+            for rel in rels:
+                if listing is not None and rel in listing:
+                    sizes[rel] = listing[rel]
+                    continue
+                try:
+                    st = os.stat(os.path.join(local, rel))
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    sizes[rel] = st.st_size
+            return sizes
         listing = self.files() if listing is None else listing
         return {rel: listing[rel] for rel in rels if rel in listing}
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from audioflow.stages.base import Stage, atomic_dir, publish, write_params
+from audioflow.stages.validated import FACTS
 
 if TYPE_CHECKING:
     from audioflow.config import Params
@@ -21,7 +22,7 @@ def validate(params: Params, dataset: Path, out: Path, *, progress: bool = True,
     with atomic_dir(out) as tmp:
         report.to_json(tmp / "report.json")
         report.to_html(tmp / "report.html")
-        report.facts.to_csv(tmp / "facts.csv", index=False)
+        report.facts.to_csv(tmp / FACTS, index=False)
         report.quarantine_table().to_csv(tmp / "quarantine.csv", index=False)
         for name, kept in report.gx.items():  # the Great Expectations suites and GX's own results
             for part in ("suite", "result"):
