@@ -245,17 +245,14 @@ def inside_root(rel: str) -> bool:
 
 
 def _from_folders(root: DataRoot) -> pd.DataFrame:
-    rows = []
-    if (local := root.local) is not None:
-        for label_dir in sorted(p for p in local.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for f in sorted(label_dir.rglob("*")):
-                if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES:
-                    rows.append({"path": f.relative_to(local).as_posix(), "label": label_dir.name})
-    else:  # an object store has no folders, only keys: one listing, grouped by the first part
-        for rel in sorted(root.files()):
-            parts = rel.split("/")
-            if len(parts) > 1 and not parts[0].startswith(".") and PurePosixPath(rel).suffix.lower() in AUDIO_SUFFIXES:
-                rows.append({"path": rel, "label": parts[0]})
+    # A local folder's walk or an object store's listing, under one rule: audio files one level
+    # or more below a class folder, nothing hidden on the way (macOS's "._x.wav" companions, a
+    # ".cache/" inside a class folder), ordered by class, then by path.
+    listing = local_audio_files(local) if (local := root.local) is not None else root.files()
+    rows = [{"path": rel, "label": parts[0]} for rel, parts in sorted(
+                ((rel, rel.split("/")) for rel in listing), key=lambda item: item[1])
+            if len(parts) > 1 and not any(p.startswith(".") for p in parts)
+            and PurePosixPath(rel).suffix.lower() in AUDIO_SUFFIXES]
     if not rows:
         raise ManifestError(
             f"{root}: no manifest.csv and no class folders with audio "

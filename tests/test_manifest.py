@@ -38,6 +38,19 @@ def test_class_folders_without_manifest(tmp_path: Path):
     assert set(ds.files["group"]) == {""}
 
 
+def test_class_folders_skip_what_is_hidden_inside_them(tmp_path: Path):
+    """A folder copied from a Mac carries "._x.wav" companions (metadata, not audio); tools keep
+    caches in hidden folders. Neither is a recording of the class around it."""
+    for rel in ("dog/0.wav", "dog/sub/1.wav", "cat/0.wav", "cat/1.wav"):
+        write_wav(tmp_path / rel, tone(220, 0.1, 8000), 8000)
+    (tmp_path / "dog" / "._0.wav").write_bytes(b"\x00\x05\x16\x07 Mac OS X metadata")
+    write_wav(tmp_path / "cat" / ".cache" / "2.wav", tone(330, 0.1, 8000), 8000)
+    write_wav(tmp_path / ".trash" / "3.wav", tone(440, 0.1, 8000), 8000)
+    ds = ingest(DataConfig(root=str(tmp_path)), progress=False)
+    assert list(ds.files["path"]) == ["cat/0.wav", "cat/1.wav", "dog/0.wav", "dog/sub/1.wav"]
+    assert list(ds.files["label"]) == ["cat", "cat", "dog", "dog"]
+
+
 def test_missing_column_named(tone_dataset: Path):
     with pytest.raises(ManifestError, match="data.group_column='patient'"):
         ingest(DataConfig(root=str(tone_dataset), group_column="patient"), progress=False)
