@@ -122,7 +122,8 @@ def _header(report: dict[str, Any]) -> str:
         f"{noun('n_errors', 'error')} in {noun('n_error_files', 'file')}",
         f"{noun('n_warnings', 'warning')} in {noun('n_warning_files', 'file')}",
         f"{bold('n_quarantined')} quarantined",
-        f"{bold('n_used')} used",
+        # A failed validation passes nothing on: "N used" would read as if the run went on.
+        f"{bold('n_used')} used" if report.get("ok", False) else "<b>none</b> passed on (the run stops here)",
     ]
     line = " · ".join(totals)
     policy = f" · policy <b>{_esc(report['policy'])}</b>" if report.get("policy") else ""

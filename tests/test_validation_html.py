@@ -168,6 +168,8 @@ def test_status_banner(ok: bool, policy: str, n_warnings: int, quarantined: list
     page = render_html(report)
     assert banner(page) == text
     assert f"<div class='banner {css}'" in page
+    totals = page.split("<p class='totals'>")[1].split("</p>")[0]
+    assert (" used" in totals) == ok and ("none</b> passed on (the run stops here)" in totals) == (not ok)
 
 
 def test_quarantine_sentence_and_list() -> None:
