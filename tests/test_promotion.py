@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 
 # Small enough for two cores, good enough that an untrained model is worse beyond doubt on the
 # demo's test patients.
-GOOD = {"train.epochs": 12, "features.n_mels": 32, "model.cnn.channels": [8, 16, 32], "train.patience": 12}
+# No refit: a second training pass of each model would test nothing more about promotion.
+GOOD = {"train.epochs": 12, "features.n_mels": 32, "model.cnn.channels": [8, 16, 32], "train.patience": 12,
+        "train.refit": False}
 WORSE = {"train.epochs": 1, "train.lr": 1e-6}
 
 VERSIONS = """
