@@ -245,14 +245,11 @@ def inside_root(rel: str) -> bool:
 
 
 def _from_folders(root: DataRoot) -> pd.DataFrame:
-    # A local folder's walk or an object store's listing, under one rule: audio files one level
-    # or more below a class folder, nothing hidden on the way (macOS's "._x.wav" companions, a
-    # ".cache/" inside a class folder), ordered by class, then by path.
-    listing = local_audio_files(local) if (local := root.local) is not None else root.files()
-    rows = [{"path": rel, "label": parts[0]} for rel, parts in sorted(
-                ((rel, rel.split("/")) for rel in listing), key=lambda item: item[1])
-            if len(parts) > 1 and not any(p.startswith(".") for p in parts)
-            and PurePosixPath(rel).suffix.lower() in AUDIO_SUFFIXES]
+    # Audio files one level or more below a class folder, nothing hidden on the way (macOS's
+    # "._x.wav" companions, a ".cache/" inside a class folder), ordered by class, then by path.
+    rels = sorted((rel for rel in root_listing(root) if "/" in rel and _visible_audio(rel)),
+                  key=lambda rel: rel.split("/"))
+    rows = [{"path": rel, "label": rel.split("/", 1)[0]} for rel in rels]
     if not rows:
         raise ManifestError(
             f"{root}: no manifest.csv and no class folders with audio "
@@ -262,6 +259,17 @@ def _from_folders(root: DataRoot) -> pd.DataFrame:
     df["group"] = ""
     df["fold"] = ""
     return df
+
+
+def _visible_audio(rel: str) -> bool:
+    """An audio file's suffix, and no hidden folder or file on the way to it."""
+    return PurePosixPath(rel).suffix.lower() in AUDIO_SUFFIXES and not any(p.startswith(".") for p in rel.split("/"))
+
+
+def root_listing(root: DataRoot) -> dict[str, int]:
+    """The files under ``root``, relative POSIX path -> bytes: a local folder's walk
+    (``local_audio_files``) or an object store's one listing (``files()``)."""
+    return local_audio_files(root.local) if root.local is not None else root.files()
 
 
 def local_audio_files(local: Path) -> dict[str, int]:
@@ -290,10 +298,8 @@ def unlisted_files(root: DataRoot, listed: set[str], listing: dict[str, int] | N
 
     ``listing``: the files already found (``local_audio_files``, an object store's ``files()``).
     """
-    if listing is None:
-        listing = local_audio_files(root.local) if root.local is not None else root.files()
-    return sorted(rel for rel in listing if rel not in listed and PurePosixPath(rel).suffix.lower() in AUDIO_SUFFIXES
-                  and not any(part.startswith(".") for part in rel.split("/")))
+    listing = root_listing(root) if listing is None else listing
+    return sorted(rel for rel in listing if rel not in listed and _visible_audio(rel))
 
 
 def _sha256(root: DataRoot, rel: str) -> str:
@@ -319,7 +325,7 @@ def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
     n_listed = len(df) + sum("line" in p for p in problems)  # + the lines left out
     listing = None  # one listing serves the sizes and the unlisted files
     if cfg.manifest:
-        listing = local_audio_files(root.local) if root.local is not None else root.files()
+        listing = root_listing(root)
     sizes = root.sizes(df["path"], listing)
     missing = [p for p in df["path"] if p not in sizes]
     problems += [_problem(p, "missing", "file not found") for p in missing]
