@@ -66,6 +66,7 @@ class Problem(NamedTuple):
 
 
 RANK = {"error": 0, "warning": 1, "info": 2}
+_BLOCK = 4096  # facts rows turned into JSON at a time
 SHOWN = 3  # files named per kind of finding on the console (every one with verbose)
 
 
@@ -146,30 +147,37 @@ class ValidationReport:
         return [p for p in self.problems if p.severity == "warning"]
 
     def to_dict(self) -> dict[str, Any]:
+        return {**self._head(), "facts": _records(self.facts)}
+
+    def _head(self) -> dict[str, Any]:
+        """Everything but the facts: a size set by the findings, not by the collection."""
         return {
             "ok": self.ok,
             "policy": self.policy,
             "summary": self.summary,
             "problems": [p._asdict() for p in self.problems],
             "quarantined": list(self.quarantined),
-            "facts": _records(self.facts),
         }
 
     def to_json(self, path: str | Path) -> None:
+        """``to_dict`` as JSON, the facts one line a recording (json's C encoder: indenting them is
+        slow), written a block of rows at a time: memory stays flat however many recordings."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        report = self.to_dict()
-        facts = report.pop("facts")  # one line a recording, by json's C encoder: indenting them is slow
-        lines = ",\n".join(f"    {json.dumps(row)}" for row in facts)
-        rows = f"[\n{lines}\n  ]" if facts else "[]"
-        p.write_text(json.dumps(report, indent=2)[:-2] + f',\n  "facts": {rows}\n}}\n')
+        with open(p, "w") as f:
+            f.write(json.dumps(self._head(), indent=2)[:-2] + ',\n  "facts": [')
+            for start in range(0, len(self.facts), _BLOCK):
+                rows = _records(self.facts.iloc[start : start + _BLOCK])
+                f.write(("\n" if start == 0 else ",\n") + ",\n".join(f"    {json.dumps(row)}" for row in rows))
+            f.write("\n  ]\n}\n" if len(self.facts) else "]\n}\n")
 
     def to_html(self, path: str | Path) -> None:
-        from audioflow.validation_html import render_html
+        from audioflow.validation_html import FACTS_SHOWN, render_html
 
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(render_html(self.to_dict()))
+        shown = self.facts[[c for c in FACTS_SHOWN if c in self.facts.columns]]  # the page's columns only
+        p.write_text(render_html({**self._head(), "facts": _records(shown)}))
 
     def quarantine_table(self) -> pd.DataFrame:
         """The entries left out, each with its first reason (errors come first)."""

@@ -65,6 +65,11 @@ ul.paths { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 
 """
 
 
+# The facts columns the page reads (the JSON report keeps them all).
+FACTS_SHOWN = ("path", "label", "readable", "duration_s", "rms_dbfs", "peak", "clipped_fraction", "sample_rate",
+               "channels")
+
+
 def render_html(report: dict[str, Any]) -> str:
     """Render a validation report dict (see ``ValidationReport.to_dict``) as one offline HTML page."""
     summary = report.get("summary") or {}

@@ -137,6 +137,23 @@ def test_clean_dataset_passes_and_writes_reports(clean_ds: Dataset, tmp_path: Pa
     assert "table" in parser.tags and "PASSED" in (tmp_path / "r/validation.html").read_text()
 
 
+def test_json_report_written_in_blocks_holds_every_fact(clean_ds: Dataset, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The facts are written a block of rows at a time (memory stays flat on a large collection):
+    the file is the report's dict exactly, across block boundaries and for an empty table."""
+    import audioflow.validation as v
+
+    report = validate(clean_ds, ValidateConfig(min_per_class=3), progress=False)
+    expected = json.loads(json.dumps(report.to_dict()))
+    for block in (1, 4, 6, 100):
+        monkeypatch.setattr(v, "_BLOCK", block)
+        report.to_json(tmp_path / f"{block}.json")
+        assert json.loads((tmp_path / f"{block}.json").read_text()) == expected, block
+    report.facts = report.facts.iloc[:0]
+    report.to_json(tmp_path / "empty.json")
+    assert json.loads((tmp_path / "empty.json").read_text())["facts"] == []
+
+
 def bad_ds_root(report: ValidationReport) -> str:
     return report.summary["root"]
 
