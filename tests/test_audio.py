@@ -69,3 +69,12 @@ def test_windows_cover_the_whole_signal():
     assert short.shape == (1, 100) and short[0, 29] == 1 and short[0, 30:].sum() == 0
     with pytest.raises(ValueError):
         audio.window_starts(10, 0, 5)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_to_mono_is_the_float32_mean_of_the_channels_bit_for_bit(channels: int, dtype) -> None:
+    data = np.random.default_rng(channels).standard_normal((5000, channels)).astype(dtype)
+    mono = audio.to_mono(data)
+    assert mono.dtype == np.float32 and mono.shape == (5000,)
+    np.testing.assert_array_equal(mono.view(np.uint32), data.mean(axis=1, dtype=np.float32).view(np.uint32))
