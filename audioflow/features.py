@@ -10,6 +10,7 @@ export, so serving features do not drift from training features.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -148,7 +149,10 @@ class _NpyWriter:
     def append(self, block: np.ndarray) -> None:
         if block.shape[1:] != self.row_shape:
             raise ValueError(f"{self.path}: rows of shape {block.shape[1:]}, expected {self.row_shape}")
-        self.f.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+        if self.dtype == np.float16 and block.dtype != np.float16:
+            # torch's cast (F16C) is bit for bit numpy's, and ten times faster
+            block = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).to(torch.float16).numpy()
+        self.f.write(np.ascontiguousarray(block, dtype=self.dtype).reshape(-1).view(np.uint8))  # no copy to bytes
         self.rows += block.shape[0]
 
     def close(self) -> None:
@@ -237,6 +241,61 @@ def shard_files(files: pd.DataFrame, shard: int, n_shards: int) -> pd.DataFrame:
     return files.iloc[bounds[shard] : bounds[shard + 1]]
 
 
+_CHUNK_BYTES = 32 << 20  # waveform bytes of the windows sorted by length together (about)
+# Samples per front-end batch on a CPU: the STFT of a batch this size (complex, 257 bins a
+# frame at 16 kHz) stays in the cache; bigger batches of long windows are up to 3x slower a
+# window (docs/BENCHMARKS.md, featurize), smaller ones pay the per-call overhead.
+CPU_BATCH_SAMPLES = 1 << 19
+
+
+def _chunk_windows(spec: FeatureSpec) -> int:
+    """How many windows are sorted by length together: several batches' worth, so that windows
+    of similar length can share one, within a bounded amount of memory."""
+    return int(np.clip(_CHUNK_BYTES // (4 * spec.window_samples), 16, 1024))
+
+
+def _batches(lengths: np.ndarray, spec: FeatureSpec, max_windows: int, max_samples: float) -> Iterator[np.ndarray]:
+    """Row numbers of ``lengths`` in batches of similar length (sorted by it), each at most
+    ``max_windows`` windows and, by its longest window's span, ``max_samples`` samples."""
+    order = np.argsort(lengths, kind="stable")
+    spans = np.minimum(spec.window_samples, lengths[order] + spec.n_fft // 2 + spec.hop_length)
+    start = 0
+    while start < len(order):
+        end = start + 1  # ascending spans: a batch's last window is its longest
+        while end < len(order) and end - start < max_windows and (end - start + 1) * spans[end] <= max_samples:
+            end += 1
+        yield order[start:end]
+        start = end
+
+
+def _log_mel_windows(front: torch.nn.Module, spec: FeatureSpec, windows: list[tuple[np.ndarray, int]],
+                     batch_size: int, device: torch.device) -> np.ndarray:
+    """[len(windows), n_mels, n_frames] float32 log-mel of ``signal[start : start + window]`` each
+    (zero-padded past the signal's end), in the given order.
+
+    Frames that see only zero padding are exactly the floor value, so the STFT runs only over
+    the longest real signal in a batch (plus half an FFT of context), and batches are made of
+    windows of similar length: short recordings in long windows cost what their sound costs,
+    not what the window costs. The result does not depend on how windows are batched
+    (``test_features_do_not_depend_on_how_windows_are_batched``).
+    """
+    lengths = np.array([min(spec.window_samples, len(sig) - s) for sig, s in windows])
+    out = np.empty((len(windows), spec.n_mels, spec.n_frames), dtype=np.float32)
+    budget = CPU_BATCH_SAMPLES if device.type == "cpu" else math.inf
+    for rows in _batches(lengths, spec, batch_size, budget):
+        span = int(min(spec.window_samples, lengths[rows].max() + spec.n_fft // 2 + spec.hop_length))
+        batch = np.zeros((len(rows), span), dtype=np.float32)
+        for j, r in enumerate(rows):
+            sig, s = windows[r]
+            piece = sig[s : s + min(span, lengths[r])]
+            batch[j, : len(piece)] = piece
+        with torch.inference_mode():
+            head = front(torch.from_numpy(batch).to(device, non_blocking=True)).float().cpu().numpy()
+        out[rows, :, : head.shape[2]] = head
+        out[rows, :, head.shape[2] :] = spec.floor_db
+    return out
+
+
 def featurize(
     ds: Dataset, cfg: FeaturesConfig, out_dir: str | Path, progress: bool = True,
     shard: tuple[int, int] = (0, 1), headers: pd.DataFrame | None = None,
@@ -259,48 +318,42 @@ def featurize(
     front = spec.front_end().to(device).eval()
     writer = _NpyWriter(out / "features.npy", (spec.n_mels, spec.n_frames), np.float32)
     audio_writer = _NpyWriter(out / "audio.npy", (), AUDIO_DTYPE)
-    rows: list[dict] = []
-    pending: list[np.ndarray] = []
-    lengths: list[int] = []  # samples of real signal in each pending window (the rest is padding)
-    pad_db = spec.floor_db
+    columns: dict[str, list] = {c: [] for c in INDEX_COLUMNS}
+    # Windows waiting for the front-end: (signal, start); the window is signal[start : start + window].
+    pending: list[tuple[np.ndarray, int]] = []
+    chunk = _chunk_windows(spec)
+
+    signals: list[np.ndarray] = []  # the pending windows' recordings, for audio.npy
+    samples = 0  # samples of audio.npy written or pending
 
     def flush() -> None:
-        # Frames that see only zero padding are exactly the floor value, so the STFT runs only
-        # over the longest real signal in the batch (plus half an FFT of context): short files
-        # in long windows cost what their sound costs, not what the window costs.
-        nonlocal pending, lengths
-        if not pending:
-            return
-        batch = np.concatenate(pending)
-        span = min(spec.window_samples, max(lengths) + spec.n_fft // 2 + spec.hop_length)
-        x = torch.from_numpy(batch[:, :span]).to(device, non_blocking=True)
-        with torch.inference_mode():
-            head = front(x).float().cpu().numpy()
-        full = np.full((len(batch), spec.n_mels, spec.n_frames), pad_db, dtype=np.float32)
-        full[:, :, : head.shape[2]] = head
-        writer.append(full)
-        pending, lengths = [], []
+        """The front-end over the pending windows, in batches of similar length, written in order;
+        their recordings, in one write."""
+        if pending:
+            writer.append(_log_mel_windows(front, spec, pending, cfg.batch_size, device))
+            audio_writer.append(np.concatenate(signals))
+            pending.clear()
+            signals.clear()
 
     try:
-        bar = tqdm(files.itertuples(index=False), total=len(files), desc="featurize",
-                   unit="file", disable=not progress, leave=False)
-        for f in bar:
+        for f in tqdm(files.itertuples(index=False), total=len(files), desc="featurize",
+                      unit="file", disable=not progress, leave=False):
             signal = audio.load(ds.location(f.path), spec.sample_rate)
             starts = audio.window_starts(len(signal), spec.window_samples, spec.window_hop_samples)
-            pending.append(audio.frame_windows(signal, spec.window_samples, spec.window_hop_samples))
-            offset = audio_writer.rows
-            audio_writer.append(signal)
-            for s in starts:
-                lengths.append(min(spec.window_samples, len(signal) - s))
-                rows.append({"path": f.path, "label": f.label, "group": f.group, "fold": f.fold,
-                             "start_sample": s, "audio_offset": offset, "audio_length": len(signal)})
-            if len(lengths) >= cfg.batch_size:
+            pending.extend((signal, s) for s in starts)
+            signals.append(signal)
+            for name, value in (("path", f.path), ("label", f.label), ("group", f.group), ("fold", f.fold),
+                                ("audio_offset", samples), ("audio_length", len(signal))):
+                columns[name].extend([value] * len(starts))
+            columns["start_sample"].extend(starts)
+            samples += len(signal)
+            if len(pending) >= chunk:
                 flush()
         flush()
     finally:
         writer.close()
         audio_writer.close()
-    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    index = pd.DataFrame(columns, columns=INDEX_COLUMNS)
     index.insert(0, "row", range(len(index)))
     index.to_csv(out / "index.csv", index=False)
     meta = {
