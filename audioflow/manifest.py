@@ -103,9 +103,8 @@ def sha256_stream(f: IO[bytes], chunk: int = 1 << 20) -> str:
 def fingerprint(files: pd.DataFrame) -> str:
     """Hash of every (path, label, group, fold, content hash): any change to the data changes it."""
     h = hashlib.sha256()
-    for row in files.sort_values("path")[["path", "label", "group", "fold", "sha256"]].itertuples(
-        index=False
-    ):
+    table = files.sort_values("path")
+    for row in zip(*(table[c].tolist() for c in ("path", "label", "group", "fold", "sha256")), strict=True):
         h.update("\x1f".join(map(str, row)).encode())
         h.update(b"\x1e")
     return h.hexdigest()
@@ -202,25 +201,26 @@ def _from_csv(root: DataRoot, cfg: DataConfig) -> tuple[pd.DataFrame, list[dict[
     name = PurePosixPath(cfg.manifest).name
     problems, keep = [], []
     first_line: dict[str, int] = {}
-    for i, row in enumerate(out.itertuples(index=False)):
+    labels = out["label"].tolist()
+    for i, (path, label) in enumerate(zip(out["path"].tolist(), labels, strict=True)):
         line = i + 2  # header is line 1
         where = f"{cfg.manifest}:{line}"
-        if not row.path:
+        if not path:
             problems.append(_problem(where, "manifest_entry", "empty path", line))
-        elif not inside_root(row.path):
-            problems.append(_problem(where, "manifest_entry", f"{row.path}: path leaves the data root "
+        elif not inside_root(path):
+            problems.append(_problem(where, "manifest_entry", f"{path}: path leaves the data root "
                                      "(absolute or '..'); paths are relative to the manifest's folder", line))
-        elif not row.label:
-            problems.append(_problem(where, "manifest_entry", f"{row.path}: empty label", line))
-        elif row.path in first_line:
-            first = first_line[row.path]
-            problems.append(_problem(where, "listed_twice", f"{row.path} listed again (first on line {first})",
+        elif not label:
+            problems.append(_problem(where, "manifest_entry", f"{path}: empty label", line))
+        elif path in first_line:
+            first = first_line[path]
+            problems.append(_problem(where, "listed_twice", f"{path} listed again (first on line {first})",
                                      line))
-            if (first_label := out["label"].iloc[first - 2]) != row.label:
-                problems.append(_problem(row.path, "listed_twice", f"listed under two labels in {name}: "
-                                         f"{first_label!r} (line {first}) and {row.label!r} (line {line})"))
+            if (first_label := labels[first - 2]) != label:
+                problems.append(_problem(path, "listed_twice", f"listed under two labels in {name}: "
+                                         f"{first_label!r} (line {first}) and {label!r} (line {line})"))
         else:
-            first_line[row.path] = line
+            first_line[path] = line
             keep.append(i)
     return out.iloc[keep].reset_index(drop=True), problems
 
@@ -232,7 +232,9 @@ def _problem(path: str, check: str, reason: str, line: int | None = None) -> dic
 
 def _normal(rel: str) -> str:
     """``./a//b.wav`` -> ``a/b.wav``: one spelling per file (absolute and '..' are judged later)."""
-    return PurePosixPath(rel).as_posix() if rel else rel
+    if not rel or ("//" not in rel and "." not in rel.split("/") and not rel.endswith("/")):
+        return rel  # already one spelling (most paths): no PurePosixPath a row
+    return PurePosixPath(rel).as_posix()
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -240,8 +242,7 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 def inside_root(rel: str) -> bool:
     """True for a relative path that cannot leave the data root (no absolute, drive or '..')."""
-    p = PurePosixPath(rel)
-    return not (p.is_absolute() or _DRIVE.match(rel) or ".." in p.parts)
+    return not (rel.startswith("/") or _DRIVE.match(rel) or ".." in rel.split("/"))
 
 
 def _from_folders(root: DataRoot) -> pd.DataFrame:
@@ -304,7 +305,7 @@ def unlisted_files(root: DataRoot, listed: set[str], listing: dict[str, int] | N
 
 def _sha256(root: DataRoot, rel: str) -> str:
     if (local := root.local) is not None:
-        with open(os.path.join(local, rel), "rb") as f:
+        with open(f"{local}/{rel}", "rb") as f:  # rel: a relative POSIX path inside the root
             return hashlib.file_digest(f, "sha256").hexdigest()
     with root.open(rel) as f:  # the bytes, wherever they are: same content, same fingerprint
         return sha256_stream(f)
@@ -326,13 +327,14 @@ def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
     listing = None  # one listing serves the sizes and the unlisted files
     if cfg.manifest:
         listing = root_listing(root)
-    sizes = root.sizes(df["path"], listing)
-    missing = [p for p in df["path"] if p not in sizes]
+    listed = df["path"].tolist()
+    sizes = root.sizes(listed, listing)
+    missing = [p for p in listed if p not in sizes]
     problems += [_problem(p, "missing", "file not found") for p in missing]
     if cfg.manifest and len(df):  # class folders list every file there is
         name = PurePosixPath(cfg.manifest).name
         problems += [_problem(p, "unlisted", f"audio file under the data root that {name} does not list")
-                     for p in unlisted_files(root, set(df["path"]), listing)]
+                     for p in unlisted_files(root, set(listed), listing)]
     df = df[~df["path"].isin(missing)]
     if df.empty:
         shown = "\n".join(f"{p['path']}: {p['reason']}" for p in problems[:50])
@@ -340,6 +342,6 @@ def ingest(cfg: DataConfig, progress: bool = True) -> Dataset:
     paths = df["path"].tolist()
     hashes = [_sha256(root, p) for p in tqdm(paths, desc="ingest: hashing", unit="file", disable=not progress,
                                                leave=False)]
-    df = df.assign(sha256=hashes, bytes=[sizes[p] for p in df["path"]])[FILE_COLUMNS]
+    df = df.assign(sha256=hashes, bytes=[sizes[p] for p in paths])[FILE_COLUMNS]
     df = df.sort_values("path", kind="stable").reset_index(drop=True)
     return Dataset(root, df, fingerprint(df), warnings, problems, n_listed)
