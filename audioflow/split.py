@@ -92,15 +92,22 @@ def stratified_group_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int
     one_more = np.eye(n_splits)[:, :, None]  # [fold, candidate fold, 1]
     fold_of = np.empty(len(g_cnt), dtype=np.int64)
     sizes = [0.0] * n_splits
-    for g in np.argsort(-np.std(per_group, axis=1), kind="stable"):
+    rows, cols = np.nonzero(per_group)  # each group's labels, without a call a group
+    held_of = np.split(cols, np.cumsum(np.bincount(rows, minlength=len(per_group)))[:-1])
+    spreads = np.empty((n_splits, len(y_cnt)))
+    for g in np.argsort(-np.std(per_group, axis=1), kind="stable").tolist():
         counts = per_group[g]
-        held = np.flatnonzero(counts)
-        # [candidate, held label]: the std over folds if the group went to that candidate
-        candidate = np.std((per_fold[:, None, held] + one_more * counts[held]) / total[held], axis=0)
-        spreads = np.repeat(spread[None, :], n_splits, axis=0)
+        held = held_of[g]
+        # [candidate, held label]: the std over folds if the group went to that candidate.
+        # np.std's own steps (numpy/_core/_methods.py _var), without its checks: the same bits.
+        x = (per_fold[:, None, held] + one_more * counts[held]) / total[held]
+        x -= np.add.reduce(x, axis=0, keepdims=True) / n_splits
+        np.multiply(x, x, out=x)
+        candidate = np.sqrt(np.add.reduce(x, axis=0) / n_splits)
+        spreads[:] = spread
         spreads[:, held] = candidate
         best, best_eval, best_size = 0, math.inf, math.inf
-        for i, value in enumerate(spreads.mean(axis=1).tolist()):
+        for i, value in enumerate((np.add.reduce(spreads, axis=1) / spreads.shape[1]).tolist()):  # .mean(axis=1)
             # np.isclose(value, best_eval) with its tolerances, as scikit-learn decides ties
             if value < best_eval or (abs(value - best_eval) <= 1e-8 + 1e-5 * abs(best_eval) and sizes[i] < best_size):
                 best, best_eval, best_size = i, value, sizes[i]
