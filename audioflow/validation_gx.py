@@ -48,12 +48,35 @@ def _quiet_gx_logging() -> None:
             lg.setLevel(logging.NOTSET)  # inherit ERROR from the package logger
 
 
+# Clients Great Expectations imports when they are installed (each inside a try, as an optional
+# extra: great_expectations/compatibility/) but that validating a pandas table never uses. They
+# are here for audioflow's own object-store access; GX importing them cost about 1.5 s of its
+# 4-7 s (-X importtime: google.api_core 0.7 s, boto3 0.3, sqlalchemy 0.2, azure.identity 0.15).
+_GX_UNUSED_CLIENTS = ("google.api_core", "google.auth", "google.cloud", "google.oauth2", "azure", "boto3",
+                      "botocore", "sqlalchemy")
+
+
 def _import_gx() -> Any:
-    """Import great_expectations quietly (its dependencies warn at import time)."""
+    """Import great_expectations quietly (its dependencies warn at import time), and as if the
+    cloud and SQL clients it would not use here were not installed (a setup GX supports: they
+    are its optional extras). A client this process imported already stays as it is; after the
+    import, any of them imports normally again (``tests/test_validation.py``)."""
+    import sys
+
     _quiet_gx_logging()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import great_expectations as gx
+    if "great_expectations" not in sys.modules:
+        hidden = [name for name in _GX_UNUSED_CLIENTS if name not in sys.modules]
+        sys.modules.update(dict.fromkeys(hidden))  # None: "import name" raises ImportError
+    else:
+        hidden = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import great_expectations as gx
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
     _quiet_gx_logging()  # loggers created during the import
     return gx
 

@@ -313,3 +313,30 @@ def test_console_lines_one_per_kind_of_warning():
         "mixed down to mono; every one in out/report.html",
     ]
     assert len(console_lines(problems, verbose=True)) == len(problems)
+
+
+def test_great_expectations_imported_without_the_clients_it_would_not_use_leaves_them_importable() -> None:
+    """validate imports GX as if the cloud and SQL clients were not installed (they cost seconds
+    of its import and judging a pandas table never uses them); afterwards every one of them
+    imports normally (object storage needs them) and GX still judges a table. A fresh process:
+    this one may have imported GX already."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from audioflow.validation_gx import _GX_UNUSED_CLIENTS, _import_gx
+gx = _import_gx()
+hidden = [m for m in _GX_UNUSED_CLIENTS if m in sys.modules]
+assert not hidden, hidden
+import azure.storage.blob, boto3, google.cloud.storage, sqlalchemy
+import pandas as pd
+ctx = gx.get_context(mode="ephemeral")
+batch = ctx.data_sources.add_pandas("p").add_dataframe_asset("a").add_batch_definition_whole_dataframe("b")
+result = batch.get_batch(batch_parameters={"dataframe": pd.DataFrame({"x": [1, 2, 3]})}).validate(
+    gx.expectations.ExpectColumnValuesToBeBetween(column="x", min_value=0, max_value=2))
+assert not result.success and result.result["unexpected_count"] == 1, result
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
