@@ -244,7 +244,7 @@ def shard_files(files: pd.DataFrame, shard: int, n_shards: int) -> pd.DataFrame:
 _CHUNK_BYTES = 32 << 20  # waveform bytes of the windows sorted by length together (about)
 # Samples per front-end batch on a CPU: the STFT of a batch this size (complex, 257 bins a
 # frame at 16 kHz) stays in the cache; bigger batches of long windows are up to 3x slower a
-# window (docs/BENCHMARKS.md, featurize), smaller ones pay the per-call overhead.
+# window (docs/BENCHMARKS.md, "Stage costs"), smaller ones pay the per-call overhead.
 CPU_BATCH_SAMPLES = 1 << 19
 
 
@@ -254,9 +254,11 @@ def _chunk_windows(spec: FeatureSpec) -> int:
     return int(np.clip(_CHUNK_BYTES // (4 * spec.window_samples), 16, 1024))
 
 
-def _batches(lengths: np.ndarray, spec: FeatureSpec, max_windows: int, max_samples: float) -> Iterator[np.ndarray]:
-    """Row numbers of ``lengths`` in batches of similar length (sorted by it), each at most
-    ``max_windows`` windows and, by its longest window's span, ``max_samples`` samples."""
+def _batches(lengths: np.ndarray, spec: FeatureSpec, max_windows: int,
+             max_samples: float) -> Iterator[tuple[np.ndarray, int]]:
+    """(row numbers, span): ``lengths``' windows in batches of similar length (sorted by it),
+    each at most ``max_windows`` windows and ``max_samples`` samples; the span is the samples
+    the batch's STFT needs, its longest signal plus half an FFT of context."""
     order = np.argsort(lengths, kind="stable")
     spans = np.minimum(spec.window_samples, lengths[order] + spec.n_fft // 2 + spec.hop_length)
     start = 0
@@ -264,7 +266,7 @@ def _batches(lengths: np.ndarray, spec: FeatureSpec, max_windows: int, max_sampl
         end = start + 1  # ascending spans: a batch's last window is its longest
         while end < len(order) and end - start < max_windows and (end - start + 1) * spans[end] <= max_samples:
             end += 1
-        yield order[start:end]
+        yield order[start:end], int(spans[end - 1])
         start = end
 
 
@@ -282,8 +284,7 @@ def _log_mel_windows(front: torch.nn.Module, spec: FeatureSpec, windows: list[tu
     lengths = np.array([min(spec.window_samples, len(sig) - s) for sig, s in windows])
     out = np.empty((len(windows), spec.n_mels, spec.n_frames), dtype=np.float32)
     budget = CPU_BATCH_SAMPLES if device.type == "cpu" else math.inf
-    for rows in _batches(lengths, spec, batch_size, budget):
-        span = int(min(spec.window_samples, lengths[rows].max() + spec.n_fft // 2 + spec.hop_length))
+    for rows, span in _batches(lengths, spec, batch_size, budget):
         batch = np.zeros((len(rows), span), dtype=np.float32)
         for j, r in enumerate(rows):
             sig, s = windows[r]
@@ -322,7 +323,6 @@ def featurize(
     # Windows waiting for the front-end: (signal, start); the window is signal[start : start + window].
     pending: list[tuple[np.ndarray, int]] = []
     chunk = _chunk_windows(spec)
-
     signals: list[np.ndarray] = []  # the pending windows' recordings, for audio.npy
     samples = 0  # samples of audio.npy written or pending
 
