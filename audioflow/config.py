@@ -111,7 +111,7 @@ class FeaturesConfig(_Section):
     # absolute: dB re full scale (the level itself is a feature). features.py, power_to_db.
     level: Literal["peak", "absolute"] = "peak"
     top_db: float = Field(50.0, gt=0, le=200)  # level peak: dB kept below the peak; the floor
-    batch_size: int = Field(64, ge=1)  # windows per featurize batch at most (on a CPU also features.CPU_BATCH_SAMPLES)
+    batch_size: int = Field(64, ge=1)  # windows per featurize batch at most (on a CPU also logmel.CPU_BATCH_SAMPLES)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     shards: int = Field(1, ge=1, le=256)  # parallel featurize tasks on Kubeflow (merged: same bytes)
 

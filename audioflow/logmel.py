@@ -1,5 +1,6 @@
 """The log-mel front-end: ``LogMel`` (waveform -> dB log-mel, torchaudio STFT + mel scale),
-``power_to_db`` and the ``FeatureSpec`` that rebuilds it and cuts windows.
+``power_to_db``, the ``FeatureSpec`` that rebuilds it and cuts windows, and ``log_mel_windows``
+(featurize's batching of windows by length).
 
 Training and featurizing run ``LogMel``. The exported ONNX graph runs ``export.ConvLogMel``
 instead: the same computation with the STFT written as a strided convolution (ONNX Runtime's
@@ -10,8 +11,10 @@ check compares the graph's logits with this ``LogMel``'s.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torchaudio
 from torch import nn
@@ -171,3 +174,54 @@ class FeatureSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# --------------------------------------------------------------------------- batches of windows
+
+# Samples per front-end batch on a CPU: the STFT of a batch this size (complex, 257 bins a
+# frame at 16 kHz) stays in the cache; bigger batches of long windows are up to 3x slower a
+# window (docs/BENCHMARKS.md, "Stage costs"; featurize), smaller ones pay the per-call overhead.
+CPU_BATCH_SAMPLES = 1 << 19
+
+
+def length_batches(lengths: np.ndarray, spec: FeatureSpec, max_windows: int,
+                   max_samples: float) -> Iterator[tuple[np.ndarray, int]]:
+    """(row numbers, span): ``lengths``' windows in batches of similar length (sorted by it),
+    each at most ``max_windows`` windows and ``max_samples`` samples; the span is the samples
+    the batch's STFT needs, its longest signal plus half an FFT of context."""
+    order = np.argsort(lengths, kind="stable")
+    spans = np.minimum(spec.window_samples, lengths[order] + spec.n_fft // 2 + spec.hop_length)
+    start = 0
+    while start < len(order):
+        end = start + 1  # ascending spans: a batch's last window is its longest
+        while end < len(order) and end - start < max_windows and (end - start + 1) * spans[end] <= max_samples:
+            end += 1
+        yield order[start:end], int(spans[end - 1])
+        start = end
+
+
+def log_mel_windows(front: torch.nn.Module, spec: FeatureSpec, windows: list[tuple[np.ndarray, int]],
+                    batch_size: int, device: torch.device) -> np.ndarray:
+    """[len(windows), n_mels, n_frames] float32 log-mel of ``signal[start : start + window]`` each
+    (zero-padded past the signal's end), in the given order.
+
+    Frames that see only zero padding are exactly the floor value, so the STFT runs only over
+    the longest real signal in a batch (plus half an FFT of context), and batches are made of
+    windows of similar length: short recordings in long windows cost what their sound costs,
+    not what the window costs. The result does not depend on how windows are batched
+    (``test_features_do_not_depend_on_how_windows_are_batched``).
+    """
+    lengths = np.array([min(spec.window_samples, len(sig) - s) for sig, s in windows])
+    out = np.empty((len(windows), spec.n_mels, spec.n_frames), dtype=np.float32)
+    budget = CPU_BATCH_SAMPLES if device.type == "cpu" else math.inf
+    for rows, span in length_batches(lengths, spec, batch_size, budget):
+        batch = np.zeros((len(rows), span), dtype=np.float32)
+        for j, r in enumerate(rows):
+            sig, s = windows[r]
+            piece = sig[s : s + min(span, lengths[r])]
+            batch[j, : len(piece)] = piece
+        with torch.inference_mode():
+            head = front(torch.from_numpy(batch).to(device, non_blocking=True)).float().cpu().numpy()
+        out[rows, :, : head.shape[2]] = head
+        out[rows, :, head.shape[2] :] = spec.floor_db
+    return out
