@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,14 +62,10 @@ def _import_gx() -> Any:
     cloud and SQL clients it would not use here were not installed (a setup GX supports: they
     are its optional extras). A client this process imported already stays as it is; after the
     import, any of them imports normally again (``tests/test_validation.py``)."""
-    import sys
-
     _quiet_gx_logging()
-    if "great_expectations" not in sys.modules:
-        hidden = [name for name in _GX_UNUSED_CLIENTS if name not in sys.modules]
-        sys.modules.update(dict.fromkeys(hidden))  # None: "import name" raises ImportError
-    else:
-        hidden = []
+    first = "great_expectations" not in sys.modules
+    hidden = [name for name in _GX_UNUSED_CLIENTS if first and name not in sys.modules]
+    sys.modules.update(dict.fromkeys(hidden))  # None: "import name" raises ImportError
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
