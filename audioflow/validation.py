@@ -214,11 +214,11 @@ def summary_table(report: ValidationReport) -> str:
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """DataFrame rows as JSON-safe dicts (NA/NaN -> None, numpy scalars -> Python)."""
-    out = []
-    for row in df.to_dict(orient="records"):
-        out.append({k: _plain(v) for k, v in row.items()})
-    return out
+    """DataFrame rows as JSON-safe dicts (NA/NaN -> None, numpy scalars -> Python), made a
+    column at a time: pandas converts each column to Python objects in one call."""
+    columns = [df[c].astype(object).where(df[c].notna(), None).tolist() for c in df.columns]
+    names = [str(c) for c in df.columns]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
 # --------------------------------------------------------------------------- validate

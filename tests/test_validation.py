@@ -154,6 +154,23 @@ def test_json_report_written_in_blocks_holds_every_fact(clean_ds: Dataset, tmp_p
     assert json.loads((tmp_path / "empty.json").read_text())["facts"] == []
 
 
+def test_report_facts_are_plain_python_with_none_for_missing(bad_report: ValidationReport) -> None:
+    """Every fact of every row, unreadable files' missing ones included, as JSON writes it:
+    Python scalars, None where the table has NA/NaN, equal to the table's own value."""
+    import pandas as pd
+
+    rows = bad_report.to_dict()["facts"]
+    facts = bad_report.facts
+    assert len(rows) == len(facts) and any(not r["readable"] for r in rows)
+    for row, (_, want) in zip(rows, facts.iterrows(), strict=True):
+        assert list(row) == list(facts.columns)
+        for key, value in row.items():
+            assert type(value) in (str, bool, int, float, type(None)), (key, type(value))
+            assert (value is None) == bool(pd.isna(want[key])), key
+            assert value is None or value == want[key], key
+    assert any(r["sample_rate"] is None and r["rms_dbfs"] is None for r in rows)
+
+
 def bad_ds_root(report: ValidationReport) -> str:
     return report.summary["root"]
 
@@ -340,3 +357,20 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("n", [1, 5, 1000, 2500])
+def test_signal_stats_match_numpy_across_blocks(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sum of squares, peak |x| and the full-scale count, read in blocks (here of 64 samples),
+    are numpy's own over the whole signal: negative peaks and clipping count too."""
+    import audioflow.validation_facts as vf
+
+    monkeypatch.setattr(vf, "_CHUNK", 64)
+    rng = np.random.default_rng(n)
+    for x in (rng.normal(0, 0.3, n), np.clip(rng.normal(0, 2.0, n), -1, 1), -np.abs(rng.normal(0, 0.1, n))):
+        x = x.astype(np.float32)
+        ref = np.abs(x).astype(np.float64)
+        sum_sq, peak, clipped = vf._signal_stats(x)
+        assert sum_sq == pytest.approx(float(np.sum(ref * ref)), rel=1e-12)
+        assert peak == float(ref.max())
+        assert clipped == int(np.count_nonzero(ref >= vf.CLIP_LEVEL))
