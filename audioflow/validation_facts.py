@@ -76,13 +76,19 @@ def file_facts(path: str | Path) -> dict[str, Any]:
 
 
 def _signal_stats(flat: np.ndarray) -> tuple[float, float, int]:
-    """Sum of squares (float64), peak |x| and count of |x| >= CLIP_LEVEL, in bounded blocks."""
+    """Sum of squares (float64), peak |x| and count of |x| >= CLIP_LEVEL, in bounded blocks.
+
+    Read off the signed samples (a square needs no abs; the peak is max and -min): no |x|
+    copy, and the clipped samples are counted only in a block that reaches full scale."""
     sum_sq, peak, clipped = 0.0, 0.0, 0
     for start in range(0, flat.size, _CHUNK):
-        block = np.abs(flat[start : start + _CHUNK]).astype(np.float64)
-        sum_sq += float(np.dot(block, block))
-        peak = max(peak, float(block.max()))
-        clipped += int(np.count_nonzero(block >= CLIP_LEVEL))
+        block = flat[start : start + _CHUNK]
+        wide = block.astype(np.float64)
+        sum_sq += float(np.dot(wide, wide))
+        top = max(float(block.max()), -float(block.min()))
+        peak = max(peak, top)
+        if top >= CLIP_LEVEL:
+            clipped += int(np.count_nonzero(block >= CLIP_LEVEL)) + int(np.count_nonzero(block <= -CLIP_LEVEL))
     return sum_sq, peak, clipped
 
 
