@@ -90,6 +90,27 @@ def test_crash_resumes_from_last_checkpoint(prepared, tmp_path: Path, monkeypatc
         assert torch.equal(va, vb)
 
 
+def test_checkpoint_is_chosen_only_once_the_lr_has_decayed(prepared, tmp_path: Path):
+    """train.select_lr: an epoch that ends with the lr above that fraction of its peak is never
+    the chosen one and does not count towards patience. On pure tones accuracy is perfect within
+    two epochs, so with every epoch a candidate (1.0) the choice is early and patience 1 stops
+    the run; with 0.5 the choice is the first epoch that ends at half the peak or below."""
+    params, feats, table = prepared
+
+    def run(select_lr: float, name: str):
+        cfg = params.train.model_copy(update={"monitor": "accuracy", "patience": 1, "refit": False,
+                                              "select_lr": select_lr})
+        return train(feats, table, params.model_copy(update={"train": cfg}), tmp_path / name, progress=False)
+
+    every = run(1.0, "every")
+    assert every.best_epoch <= 2 and len(every.history) < 4, "the check needs an early best and an early stop"
+    late = run(0.5, "late")
+    first = next(h["epoch"] for h in late.history if h["lr"] <= 0.5 * params.train.lr)
+    assert first >= 2 and late.best_epoch >= first
+    assert len(late.history) >= first + 1  # patience counted from the first candidate on
+    assert [h["train_loss"] for h in late.history[: len(every.history)]] == [h["train_loss"] for h in every.history]
+
+
 def test_checkpoint_alone_resumes_with_the_best_model(prepared, tmp_path: Path, monkeypatch):
     """A fresh folder with only checkpoint/last.pt (a new pod; DVC removes model/ before a rerun)
     still ends with the best model, even when no epoch after the crash improves on it."""

@@ -1,6 +1,7 @@
 """The training loop: AdamW, warm-up + cosine, clipping, AMP on CUDA, early stop, resume.
 
-The best epoch (by the monitored validation metric) is chosen; with ``train.refit`` (the
+The best epoch (by the monitored validation metric, among the epochs that end with the lr
+decayed to ``train.select_lr`` of its peak) is chosen; with ``train.refit`` (the
 default) a second pass trains afresh on train + val for that many epochs. ``model/`` holds the
 model that is exported (safetensors + JSON): the refit one, or without refit the chosen one;
 ``model/selected/`` the chosen one, which never heard val, for evaluate to calibrate on. After
@@ -173,7 +174,9 @@ def _run_epochs(run: TrainState, fit: PassState, total: int, *, targets: torch.T
                     "seconds": round(time.perf_counter() - te, 3)}
             row = {k: row[k] for k in HISTORY_COLUMNS}
             result.history.append(row)
-            if selection.observe(score(m, val_loss, cfg.monitor), fit.model):
+            # train.select_lr: only an epoch that ends with the lr decayed far enough is a candidate.
+            candidate = cfg.select_lr >= 1 or row["lr"] <= cfg.select_lr * cfg.lr
+            if candidate and selection.observe(score(m, val_loss, cfg.monitor), fit.model):
                 result.best_epoch = epoch + 1
                 result.best_metric = val_loss if cfg.monitor == "loss" else m[cfg.monitor]
             epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val_f1=f"{m['macro_f1']:.3f}")
