@@ -215,12 +215,8 @@ class TrainConfig(_Section):
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float = Field(5.0, gt=0)  # max global L2 norm of the gradients
     patience: int = Field(15, ge=1)  # epochs without a better val metric before stopping
-    # The checkpoint is chosen, and patience counted, only among epochs that end with the lr
-    # decayed to at most this fraction of its peak (``lr``); 1.0 = every epoch. While the lr is
-    # high a val-set dip is the noise of large steps, not a better model.
-    select_lr: float = Field(0.5, gt=0, le=1)
-    # After choosing the epoch on val, train afresh on train + val for that many epochs: the exported
-    # model hears every group but the test's. Temperature and threshold: the chosen model's (never heard val).
+    select_lr: float = Field(0.5, gt=0, le=1)  # the epoch is chosen among those ending at lr <= this x lr
+    # Then train afresh on train + val for the chosen epochs (exported); T, threshold: the chosen model's.
     refit: bool = True
     monitor: Literal["loss", "macro_f1", "accuracy", "balanced_accuracy"] = "loss"  # on val
     seed: int = 0

@@ -109,6 +109,10 @@ def test_checkpoint_is_chosen_only_once_the_lr_has_decayed(prepared, tmp_path: P
     assert first >= 2 and late.best_epoch >= first
     assert len(late.history) >= first + 1  # patience counted from the first candidate on
     assert [h["train_loss"] for h in late.history[: len(every.history)]] == [h["train_loss"] for h in every.history]
+    # A warm-up as long as the schedule never decays the lr: its last epoch is still a candidate.
+    warm = params.train.model_copy(update={"epochs": 1, "warmup_epochs": 1, "refit": False})
+    one = train(feats, table, params.model_copy(update={"train": warm}), tmp_path / "warm", progress=False)
+    assert one.history[0]["lr"] == pytest.approx(params.train.lr) and one.best_epoch == 1
 
 
 def test_checkpoint_alone_resumes_with_the_best_model(prepared, tmp_path: Path, monkeypatch):
