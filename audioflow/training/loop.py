@@ -176,7 +176,7 @@ def _run_epochs(run: TrainState, fit: PassState, total: int, *, targets: torch.T
             result.history.append(row)
             # train.select_lr: only an epoch that ends with the lr decayed far enough is a candidate,
             # and the schedule's last (a warm-up as long as the schedule never decays).
-            candidate = cfg.select_lr >= 1 or row["lr"] <= cfg.select_lr * cfg.lr or epoch + 1 == total
+            candidate = row["lr"] <= cfg.select_lr * cfg.lr or epoch + 1 == total
             if candidate and selection.observe(score(m, val_loss, cfg.monitor), fit.model):
                 result.best_epoch = epoch + 1
                 result.best_metric = val_loss if cfg.monitor == "loss" else m[cfg.monitor]
